@@ -1,0 +1,256 @@
+//! `config`: TOML → raw serde structs (`deny_unknown_fields`) → this validated, typed config.
+//!
+//! Every error names its key path and bad value (`routes[2].upstream: "users" is not a
+//! defined upstream`); [`parse`] reports every error in one pass. Stages receive their own
+//! slice of the config, never the whole.
+
+mod duration;
+mod raw;
+mod validate;
+
+pub use duration::parse_duration;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::trace::Format;
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: AdminConfig,
+    /// Span export and sampling.
+    pub telemetry: TelemetryConfig,
+    /// Trace header formats.
+    pub propagation: PropagationConfig,
+    /// Drain behaviour on SIGTERM/SIGINT.
+    pub shutdown: ShutdownConfig,
+    /// Downstream-facing listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Routes, in match order (first match wins within a listener).
+    pub routes: Vec<RouteConfig>,
+    /// Upstream services.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Where the admin endpoint listens; default `127.0.0.1:9901`. `None` when disabled (`listen = ""`).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// `service.name` on exported spans; default `tracebridge`.
+    pub service_name: String,
+    /// OTLP endpoint, e.g. `http://127.0.0.1:4317`; `None`: spans are not exported.
+    pub otlp_endpoint: Option<String>,
+    /// OTLP transport; default gRPC.
+    pub otlp_protocol: OtlpProtocol,
+    /// Sampler for traces the gateway starts or continues.
+    pub sampler: SamplerConfig,
+    /// Bound of the span queue between the data path and the exporter; default 4096.
+    pub span_queue: usize,
+    /// Print each span as it is recorded (the demo does); default false.
+    pub log_spans: bool,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (`grpc`).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`http/protobuf`).
+    HttpProtobuf,
+}
+
+/// `[telemetry] sampler`
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SamplerConfig {
+    /// `{ kind = "parent_ratio", ratio = 0.0..=1.0 }`: follow the parent's sampled flag; new
+    /// roots are sampled with probability `ratio` (decided on the trace id).
+    ParentRatio {
+        /// Probability for new roots.
+        ratio: f64,
+    },
+}
+
+/// `[propagation]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct PropagationConfig {
+    /// Formats accepted on ingress, in this order; default `["w3c", "jaeger", "b3", "grpc-trace-bin", "x-trace-raw"]`.
+    pub extract: Vec<Format>,
+    /// Formats written on egress; default `["w3c"]`.
+    pub inject: Vec<Format>,
+    /// What to do when no valid context arrives; default `start`.
+    pub on_missing: OnMissing,
+}
+
+/// What to do with a request that carries no valid trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnMissing {
+    /// Start a new root trace.
+    Start,
+    /// Reject: HTTP 400, gRPC INVALID_ARGUMENT, Thrift TApplicationException.
+    Reject,
+    /// Forward untouched: no context is added and no spans are recorded.
+    Pass,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may run after SIGTERM/SIGINT; default 30s.
+    pub drain_timeout: Duration,
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// Protocol served.
+    pub protocol: ListenerProtocol,
+    /// Bind address (port 0 picks a free port).
+    pub address: SocketAddr,
+    /// Most concurrent downstream connections; default 10,000.
+    pub max_connections: usize,
+    /// Most time to receive a request's headers; default 30s.
+    pub header_timeout: Duration,
+}
+
+/// Listener protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and h2c (gRPC and gRPC-Web on the same port).
+    Http,
+    /// Apache Thrift, transport auto-detected.
+    Thrift,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Name used in metrics and spans; default `<listener>#<index>`.
+    pub name: String,
+    /// The listener this route belongs to.
+    pub listener: String,
+    /// What a request must look like to take this route (all given conditions must hold).
+    pub matcher: RouteMatch,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Whole-request timeout, from the first upstream attempt to the response head; default 30s.
+    pub timeout: Duration,
+    /// Overrides `[propagation] on_missing` for this route.
+    pub on_missing: Option<OnMissing>,
+}
+
+/// `match = { ... }` of a route. An empty matcher matches every request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteMatch {
+    /// Exact host (without port), case-insensitive; from `Host` or the `:authority`.
+    pub host: Option<String>,
+    /// Path prefix, matched on `/` segment boundaries (`/users` matches `/users` and `/users/1`, not `/usersx`).
+    pub path_prefix: Option<String>,
+    /// Headers that must be present with exactly these values (names lower-cased).
+    pub headers: Vec<(String, String)>,
+    /// Query parameters that must be present with exactly these values.
+    pub query: Vec<(String, String)>,
+    /// gRPC service (`package.Service`), for gRPC requests.
+    pub grpc_service: Option<String>,
+    /// Thrift method name (or `Service:` prefix for multiplexed names).
+    pub thrift_method: Option<String>,
+}
+
+/// `[[upstreams]]`
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Unique name.
+    pub name: String,
+    /// Protocol spoken to the upstream.
+    pub protocol: UpstreamProtocol,
+    /// Thrift transport (thrift upstreams only; default `header`).
+    pub transport: Option<ThriftTransport>,
+    /// Thrift protocol (thrift upstreams only; default `binary`).
+    pub thrift_protocol: Option<ThriftProtocol>,
+    /// `host:port` endpoints, used round-robin.
+    pub endpoints: Vec<String>,
+    /// Connect timeout; default 5s.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections kept per endpoint; default 64.
+    pub pool_idle_per_endpoint: usize,
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2 with prior knowledge (cleartext).
+    H2c,
+    /// gRPC over h2c.
+    Grpc,
+    /// Apache Thrift.
+    Thrift,
+}
+
+/// Thrift transport of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThriftTransport {
+    /// THeader.
+    Header,
+    /// Framed.
+    Framed,
+    /// Unframed (buffered).
+    Unframed,
+}
+
+/// Thrift protocol of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThriftProtocol {
+    /// TBinaryProtocol.
+    Binary,
+    /// TCompactProtocol.
+    Compact,
+}
+
+/// Every error found in a config, each with its key path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors {
+    /// The errors, in document order.
+    pub errors: Vec<ConfigError>,
+}
+
+/// One config error: where, and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Key path, e.g. `routes[2].upstream` (empty for a whole-document syntax error).
+    pub path: String,
+    /// The fact, naming the bad value.
+    pub message: String,
+}
+
+/// Parses and validates TOML text.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    validate::validate(raw::parse(text)?)
+}
+
+/// Reads, parses and validates a config file.
+pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        errors: vec![ConfigError {
+            path: String::new(),
+            message: format!("cannot read {}: {e}", path.display()),
+        }],
+    })?;
+    parse(&text)
+}
+
+/// The path of a config file given on the command line.
+pub type ConfigPath = PathBuf;

@@ -1,0 +1,1 @@
+//! The admin endpoint: `/metrics`, `/healthz`, `/readyz`.

@@ -1,0 +1,1 @@
+//! b3 format (to be written).

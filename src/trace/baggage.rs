@@ -1,0 +1,1 @@
+//! baggage format (to be written).

@@ -1,0 +1,1 @@
+//! binary format (to be written).

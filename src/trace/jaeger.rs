@@ -1,0 +1,1 @@
+//! jaeger format (to be written).

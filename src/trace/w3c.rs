@@ -1,0 +1,1 @@
+//! w3c format (to be written).
