@@ -85,6 +85,21 @@ impl ErrorKind {
         }
     }
 
+    /// HTTP status code as a string, for metric labels.
+    pub fn http_status_str(self) -> &'static str {
+        match self.http_status() {
+            400 => "400",
+            404 => "404",
+            413 => "413",
+            500 => "500",
+            501 => "501",
+            502 => "502",
+            503 => "503",
+            504 => "504",
+            _ => "500",
+        }
+    }
+
     /// gRPC status code (the numeric value of `google.rpc.Code`).
     pub fn grpc_code(self) -> u32 {
         match self {

@@ -1,1 +1,6 @@
-//! codec (to be written).
+//! `codec`: bytes ⇄ frames, pure and I/O-free.
+//!
+//! - [`http`]: HTTP message hygiene for a proxy — hop-by-hop header removal (RFC 9110 §7.6.1)
+//!   and the `Via` / `X-Forwarded-*` headers. hyper does the HTTP/1.1 and HTTP/2 framing.
+
+pub mod http;

@@ -1,1 +1,7 @@
-//! upstream (to be written).
+//! `upstream`: endpoint pools per protocol, and balancing across endpoints.
+//!
+//! - [`http`]: HTTP/1.1 and h2c (prior knowledge) pools on hyper-util's client, round-robin.
+
+pub mod http;
+
+pub use self::http::HttpUpstream;

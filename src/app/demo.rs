@@ -1,0 +1,262 @@
+//! `tracebridge demo`: the embedded default. Starts in-process demo upstreams and the gateway
+//! in front of them from an embedded config, prints where everything listens and each trace
+//! as it crosses (`log_spans`), and with `--once` sends one request per trace format through
+//! itself, printing what the caller sent and what the upstream received.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::config;
+use crate::error::{ErrorKind, GatewayError, Side};
+
+/// The embedded gateway config; `{LISTEN}`, `{ADMIN}` and `{USERS}` are filled in at start.
+pub const DEMO_CONFIG: &str = r#"
+[admin]
+listen = "{ADMIN}"
+
+[telemetry]
+service_name = "tracebridge-demo"
+log_spans = true
+sampler = { kind = "parent_ratio", ratio = 1.0 }
+
+[propagation]
+extract = ["w3c", "jaeger", "b3", "grpc-trace-bin", "x-trace-raw"]
+inject = ["w3c", "jaeger"]
+on_missing = "start"
+
+[[listeners]]
+name = "edge"
+protocol = "http"
+address = "{LISTEN}"
+
+[[routes]]
+name = "strict"
+listener = "edge"
+match = { path_prefix = "/strict" }
+upstream = "users"
+on_missing = "reject"
+
+[[routes]]
+name = "users"
+listener = "edge"
+match = { path_prefix = "/" }
+upstream = "users"
+
+[[upstreams]]
+name = "users"
+protocol = "http"
+endpoints = ["{USERS}"]
+"#;
+
+/// Options of `tracebridge demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where the gateway's HTTP listener binds.
+    pub listen: SocketAddr,
+    /// Where the admin endpoint binds.
+    pub admin: SocketAddr,
+    /// Send one request per trace format through the gateway, print, and exit.
+    pub once: bool,
+}
+
+/// Runs the demo until SIGINT/SIGTERM (or, with `once`, after the sample requests).
+pub async fn run(options: DemoOptions) -> Result<(), GatewayError> {
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
+    let users = start_demo_upstream("users", seen_tx).await?;
+    let text = DEMO_CONFIG
+        .replace("{LISTEN}", &options.listen.to_string())
+        .replace("{ADMIN}", &options.admin.to_string())
+        .replace("{USERS}", &users.to_string());
+    let config = config::parse(&text).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            Side::Internal,
+            format!("embedded demo config is invalid:\n{e}"),
+        )
+    })?;
+    let gateway = super::start(config).await?;
+    let edge = gateway.address("edge").unwrap_or(options.listen);
+    println!("tracebridge demo");
+    println!("  demo upstream  users   http://{users}");
+    for b in &gateway.bound {
+        println!(
+            "  gateway        {:<7} {}://{}",
+            b.name,
+            if b.protocol == "admin" {
+                "http"
+            } else {
+                b.protocol
+            },
+            b.address
+        );
+    }
+    println!();
+    println!("Try:");
+    println!(
+        "  curl -s http://{edge}/users/1 -H 'uber-trace-id: 4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1'"
+    );
+    println!(
+        "  curl -s http://{edge}/users/1 -H 'b3: 4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1'"
+    );
+    println!(
+        "  curl -s http://{edge}/strict/1          # rejected: this route demands trace context"
+    );
+    println!(
+        "  curl -s http://{}/metrics",
+        gateway
+            .address("admin")
+            .map_or_else(|| "-".to_owned(), |a| a.to_string())
+    );
+    println!();
+    // Print what the upstream saw as it happens.
+    tokio::spawn(async move {
+        while let Some(line) = seen_rx.recv().await {
+            println!("{line}");
+        }
+    });
+    if options.once {
+        send_samples(edge).await;
+        gateway.shutdown().await;
+        return Ok(());
+    }
+    let token = gateway.shutdown_token();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        token.cancel();
+    });
+    gateway.wait().await;
+    Ok(())
+}
+
+/// One request per trace format, as a caller would send them.
+const SAMPLES: [(&str, &str, &str); 4] = [
+    (
+        "jaeger",
+        "uber-trace-id",
+        "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+    ),
+    (
+        "b3",
+        "b3",
+        "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1",
+    ),
+    (
+        "w3c",
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ),
+    ("none", "x-no-trace", "1"),
+];
+
+async fn send_samples(edge: SocketAddr) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    for (label, header, value) in SAMPLES {
+        let uri = format!("http://{edge}/users/{label}");
+        let Ok(req) = Request::get(&uri)
+            .header(header, value)
+            .body(Full::new(Bytes::new()))
+        else {
+            continue;
+        };
+        println!("caller  --{label}--> {header}: {value}");
+        match client.request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                println!(
+                    "caller  <-- {status} {}",
+                    String::from_utf8_lossy(&body).trim()
+                );
+            }
+            Err(e) => println!("caller  <-- error: {e}"),
+        }
+    }
+    // Give the span printer a moment to drain what the export task already has.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// A tiny HTTP upstream that answers with the trace headers it received, as JSON.
+async fn start_demo_upstream(
+    name: &'static str,
+    seen: mpsc::UnboundedSender<String>,
+) -> Result<SocketAddr, GatewayError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            Side::Internal,
+            "cannot bind the demo upstream",
+        )
+        .with_source(e)
+    })?;
+    let address = listener.local_addr().map_err(|e| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            Side::Internal,
+            "demo upstream has no address",
+        )
+        .with_source(e)
+    })?;
+    let seen = Arc::new(seen);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let seen = seen.clone();
+                async move { Ok::<_, std::convert::Infallible>(echo_trace(name, &seen, req)) }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+const TRACE_HEADERS: [&str; 6] = [
+    "traceparent",
+    "tracestate",
+    "uber-trace-id",
+    "b3",
+    "x-b3-traceid",
+    "baggage",
+];
+
+fn echo_trace(
+    name: &str,
+    seen: &mpsc::UnboundedSender<String>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let mut received = serde_json::Map::new();
+    let mut line = format!("upstream {name} <-- {} {}", req.method(), req.uri().path());
+    for header in TRACE_HEADERS {
+        if let Some(v) = req.headers().get(header).and_then(|v| v.to_str().ok()) {
+            received.insert(header.to_owned(), serde_json::Value::String(v.to_owned()));
+            line.push_str(&format!(" {header}={v}"));
+        }
+    }
+    let _ = seen.send(line);
+    let body =
+        serde_json::json!({ "service": name, "path": req.uri().path(), "received": received });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,130 @@
+//! HTTP header hygiene for forwarding: what a proxy must remove and add (RFC 9110 §7.6).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop fields that never cross a proxy (RFC 9110 §7.6.1, plus the legacy
+/// `keep-alive` and `proxy-connection` that RFC 9110 tells intermediaries to drop).
+/// `te` is handled separately: `te: trailers` is end-to-end meaningful for gRPC over h2.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TRAILER,
+];
+
+/// Removes hop-by-hop headers: the fixed set, `keep-alive`, `proxy-connection`, every field
+/// named in `Connection`, and `TE` unless its value is exactly `trailers`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Fields named by Connection go first, while Connection is still there to read.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    let te_trailers_only = headers
+        .get_all(header::TE)
+        .iter()
+        .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers_only {
+        headers.remove(header::TE);
+    }
+}
+
+/// The `Via` received-protocol token for an HTTP version (RFC 9110 §7.6.3).
+pub fn via_value(version: http::Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        http::Version::HTTP_10 => "1.0 tracebridge",
+        http::Version::HTTP_2 => "2 tracebridge",
+        http::Version::HTTP_3 => "3 tracebridge",
+        _ => "1.1 tracebridge",
+    })
+}
+
+/// Appends this hop to `Via` and the caller's address to `X-Forwarded-For`, and sets
+/// `X-Forwarded-Proto` if absent.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, version: http::Version, client: IpAddr) {
+    headers.append(header::VIA, via_value(version));
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = client.to_string();
+    let combined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&combined) {
+        headers.insert(xff, value);
+    }
+    headers
+        .entry(HeaderName::from_static("x-forwarded-proto"))
+        .or_insert(HeaderValue::from_static("http"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_fixed_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "secret"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-end-to-end", "kept"),
+            ("traceparent", "kept"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, vec!["traceparent", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn keeps_te_trailers() {
+        let mut h = map(&[("te", "trailers")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn appends_forwarding_headers() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
+        add_forwarding_headers(&mut h, http::Version::HTTP_2, "127.0.0.1".parse().unwrap());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        let via: Vec<_> = h
+            .get_all("via")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(via, vec!["1.1 edge", "2 tracebridge"]);
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+}

@@ -1,0 +1,593 @@
+//! The HTTP listener: HTTP/1.1 and h2c with prior knowledge on one port (hyper-util's auto
+//! connection), each request run through the phases
+//! route → extract → enforce → sample → inject → dispatch → respond → record.
+//!
+//! h2c via `Upgrade: h2c` is deprecated by RFC 9113 §3.1; a request that offers it is served
+//! over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore `Upgrade`) and the header is not forwarded.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::http::{add_forwarding_headers, remove_hop_by_hop};
+use crate::config::OnMissing;
+use crate::error::{ErrorKind, GatewayError, Side};
+use crate::policy::{Decision, HttpRequestView, Router, Sampler, enforce};
+use crate::telemetry::{AttrValue, Metrics, SpanKind, SpanRecord, SpanSink, SpanStatus};
+use crate::trace::{Propagator, SpanId, TraceContext, TraceFlags, TraceId, pool};
+use crate::upstream::http::{BoxError, HttpUpstream, box_body};
+
+/// The body the gateway answers with: the upstream's streamed body or a small error body.
+pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// A route of an HTTP listener, resolved to its upstream.
+#[derive(Debug)]
+pub struct HttpRoute {
+    /// Route name (metrics, spans).
+    pub name: Arc<str>,
+    /// Span name prefix target: the route's path prefix, if it has one.
+    pub path_prefix: Option<Arc<str>>,
+    /// Where matching requests go.
+    pub upstream: Arc<HttpUpstream>,
+    /// Time allowed from dispatch to the upstream's response head.
+    pub timeout: Duration,
+    /// What to do without trace context.
+    pub on_missing: OnMissing,
+}
+
+/// Everything an HTTP listener's requests need, shared by its connections.
+#[derive(Debug)]
+pub struct HttpStage {
+    /// Listener name (metrics, logs).
+    pub listener: Arc<str>,
+    /// Routes of this listener.
+    pub router: Router<Arc<HttpRoute>>,
+    /// Extract order and inject set.
+    pub propagator: Arc<Propagator>,
+    /// Sampler for the gateway's spans.
+    pub sampler: Sampler,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Where finished spans go.
+    pub spans: SpanSink,
+}
+
+/// Connection-level limits of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most concurrent connections; further ones wait in the accept backlog.
+    pub max_connections: usize,
+    /// Most time to read a request head on HTTP/1.1.
+    pub header_timeout: Duration,
+    /// How long in-flight requests may run once shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown` fires, then drains in-flight requests for up to
+/// `limits.drain_timeout`.
+pub async fn serve_http(
+    listener: TcpListener,
+    stage: Arc<HttpStage>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Accept errors (EMFILE and the like) are transient; back off briefly.
+                    tracing::warn!(listener = %stage.listener, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let stage = stage.clone();
+        stage.metrics.connection_opened(&stage.listener);
+        let service_stage = stage.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let stage = service_stage.clone();
+            async move { Ok::<_, Infallible>(handle(stage, remote, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = %stage.listener, error = %e, "connection ended with error");
+            }
+            stage.metrics.connection_closed(&stage.listener);
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = %stage.listener, "drain timeout passed with requests still in flight");
+    }
+}
+
+/// One request through every phase.
+pub async fn handle(
+    stage: Arc<HttpStage>,
+    client: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+
+    // route
+    let Some(route) = stage.router.match_http(&HttpRequestView::of(&req)).cloned() else {
+        let err = GatewayError::new(
+            ErrorKind::NoRoute,
+            Side::Downstream,
+            format!("no route for {} {}", req.method(), req.uri().path()),
+        );
+        stage
+            .metrics
+            .error(&stage.listener, err.kind.as_str(), err.side.as_str());
+        stage.metrics.request(
+            &stage.listener,
+            "-",
+            "http",
+            err.kind.http_status_str(),
+            started.elapsed(),
+        );
+        return error_response(&err, None);
+    };
+
+    // extract
+    let extracted = stage.propagator.extract(req.headers());
+    let (format, result) = match (&extracted.format, &extracted.invalid) {
+        (Some(f), _) => (f.as_str(), "ok"),
+        (None, Some((f, _))) => (f.as_str(), "invalid"),
+        (None, None) => ("none", "missing"),
+    };
+    stage.metrics.trace_extract(&stage.listener, format, result);
+
+    // enforce
+    let decision = enforce(&extracted, route.on_missing);
+    if decision == Decision::Reject {
+        stage.metrics.trace_rejected(&stage.listener);
+        stage.metrics.request(
+            &stage.listener,
+            &route.name,
+            "http",
+            "400",
+            started.elapsed(),
+        );
+        return reject_response(
+            &stage.propagator,
+            extracted.invalid.as_ref().map(|(_, e)| e.to_string()),
+        );
+    }
+
+    // sample + the gateway's two spans
+    let call = match decision {
+        Decision::Continue { parent } => {
+            let sampled = stage.sampler.sample(Some(&parent), &parent.trace_id);
+            Some(CallTrace::new(
+                parent.trace_id,
+                Some(parent.span_id),
+                sampled,
+                parent,
+            ))
+        }
+        Decision::Start => {
+            let trace_id = TraceId::random();
+            let sampled = stage.sampler.sample(None, &trace_id);
+            Some(CallTrace::new(
+                trace_id,
+                None,
+                sampled,
+                TraceContext::default(),
+            ))
+        }
+        Decision::Pass | Decision::Reject => None,
+    };
+
+    // inject
+    let version = req.version();
+    let headers = req.headers_mut();
+    remove_hop_by_hop(headers);
+    add_forwarding_headers(headers, version, client.ip());
+    if let Some(call) = &call {
+        pool::with_writer(|w| stage.propagator.inject(&call.upstream_context, headers, w));
+    }
+
+    let mut record = CallRecord {
+        stage: stage.clone(),
+        route: route.clone(),
+        started,
+        started_wall,
+        status: None,
+        error: None,
+        span: call.filter(|c| c.sampled).map(|c| {
+            Box::new(SpanInfo {
+                trace: c,
+                method: req.method().clone(),
+                target: req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
+                version,
+                client,
+                upstream_started: SystemTime::now(),
+            })
+        }),
+    };
+    let trace_id = record
+        .span
+        .as_ref()
+        .map(|s| s.trace.upstream_context.trace_id);
+
+    // dispatch
+    let (parts, body) = req.into_parts();
+    let upstream_req = Request::from_parts(parts, box_body(body));
+    let outcome = tokio::time::timeout(route.timeout, route.upstream.send(upstream_req)).await;
+    let result = match outcome {
+        Ok(result) => result,
+        Err(_) => Err(GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            Side::Upstream,
+            format!(
+                "upstream {} did not answer within {:?}",
+                route.upstream.name(),
+                route.timeout
+            ),
+        )),
+    };
+
+    // respond (record happens when the response body is finished or dropped)
+    match result {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            remove_hop_by_hop(&mut parts.headers);
+            record.status = Some(parts.status);
+            let body = RecordedBody {
+                inner: body,
+                record: Some(record),
+            };
+            Response::from_parts(parts, body.boxed_unsync())
+        }
+        Err(err) => {
+            stage
+                .metrics
+                .error(&stage.listener, err.kind.as_str(), err.side.as_str());
+            let response = error_response(&err, trace_id.as_ref());
+            record.status = Some(response.status());
+            record.error = Some(err.to_string());
+            drop(record);
+            response
+        }
+    }
+}
+
+/// The trace of one call as the gateway sees it.
+#[derive(Debug)]
+struct CallTrace {
+    /// The gateway's server span (child of the caller's span).
+    server_span: SpanId,
+    /// The caller's span, `None` when the gateway started the trace.
+    parent_span: Option<SpanId>,
+    /// Whether the gateway records its spans.
+    sampled: bool,
+    /// What the upstream receives: same trace, the client span as parent.
+    upstream_context: TraceContext,
+}
+
+impl CallTrace {
+    fn new(
+        trace_id: TraceId,
+        parent_span: Option<SpanId>,
+        sampled: bool,
+        inherited: TraceContext,
+    ) -> Self {
+        let flags = TraceFlags(inherited.flags.0).with_sampled(sampled);
+        CallTrace {
+            server_span: SpanId::random(),
+            parent_span,
+            sampled,
+            upstream_context: TraceContext {
+                trace_id,
+                span_id: SpanId::random(),
+                flags,
+                tracestate: inherited.tracestate,
+                baggage: inherited.baggage,
+            },
+        }
+    }
+}
+
+/// What the server and client spans need, kept only for sampled calls.
+#[derive(Debug)]
+struct SpanInfo {
+    trace: CallTrace,
+    method: http::Method,
+    target: String,
+    version: http::Version,
+    client: SocketAddr,
+    upstream_started: SystemTime,
+}
+
+/// Records metrics and spans of one call when dropped: at the end of the response body, when
+/// the downstream goes away mid-body, or right away for gateway-made errors.
+struct CallRecord {
+    stage: Arc<HttpStage>,
+    route: Arc<HttpRoute>,
+    started: Instant,
+    started_wall: SystemTime,
+    status: Option<StatusCode>,
+    error: Option<String>,
+    span: Option<Box<SpanInfo>>,
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        let code = self.status.as_ref().map_or("0", StatusCode::as_str);
+        self.stage.metrics.request(
+            &self.stage.listener,
+            &self.route.name,
+            "http",
+            code,
+            self.started.elapsed(),
+        );
+        let outcome = if self.error.is_some() { "error" } else { code };
+        self.stage.metrics.upstream_request(
+            self.route.upstream.name(),
+            outcome,
+            self.started.elapsed(),
+        );
+        if let Some(info) = self.span.take() {
+            self.record_spans(*info);
+        }
+    }
+}
+
+impl CallRecord {
+    fn record_spans(&mut self, info: SpanInfo) {
+        let end = SystemTime::now();
+        let ctx = &info.trace.upstream_context;
+        let status_code = self.status.map_or(0, |s| s.as_u16());
+        let status = match &self.error {
+            Some(e) => SpanStatus::Error(e.clone().into()),
+            None if status_code >= 500 => SpanStatus::Error(format!("HTTP {status_code}").into()),
+            None => SpanStatus::Unset,
+        };
+        let method = info.method.as_str().to_owned();
+        let name = match &self.route.path_prefix {
+            Some(prefix) => format!("{method} {prefix}"),
+            None => method.clone(),
+        };
+        let status_attr = (status_code != 0).then(|| {
+            (
+                "http.response.status_code",
+                AttrValue::Int(status_code.into()),
+            )
+        });
+        let mut server_attrs = vec![
+            ("http.request.method", AttrValue::Str(method.clone().into())),
+            (
+                "url.path",
+                AttrValue::Str(
+                    info.target
+                        .split('?')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                        .into(),
+                ),
+            ),
+            ("url.scheme", AttrValue::Str("http".into())),
+            (
+                "network.protocol.version",
+                AttrValue::Str(version_str(info.version).into()),
+            ),
+            (
+                "client.address",
+                AttrValue::Str(info.client.ip().to_string().into()),
+            ),
+            (
+                "tracebridge.route",
+                AttrValue::Str(self.route.name.to_string().into()),
+            ),
+            (
+                "tracebridge.listener",
+                AttrValue::Str(self.stage.listener.to_string().into()),
+            ),
+        ];
+        if let Some(prefix) = &self.route.path_prefix {
+            server_attrs.push(("http.route", AttrValue::Str(prefix.to_string().into())));
+        }
+        server_attrs.extend(status_attr.clone());
+        let mut client_attrs = vec![
+            ("http.request.method", AttrValue::Str(method.into())),
+            (
+                "url.path",
+                AttrValue::Str(
+                    info.target
+                        .split('?')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                        .into(),
+                ),
+            ),
+            (
+                "tracebridge.upstream",
+                AttrValue::Str(self.route.upstream.name().to_owned().into()),
+            ),
+            (
+                "network.protocol.version",
+                AttrValue::Str(
+                    if self.route.upstream.is_http2() {
+                        "2"
+                    } else {
+                        "1.1"
+                    }
+                    .into(),
+                ),
+            ),
+        ];
+        client_attrs.extend(status_attr);
+        self.stage.spans.record(SpanRecord {
+            trace_id: ctx.trace_id,
+            span_id: info.trace.server_span,
+            parent_span_id: info.trace.parent_span,
+            flags: ctx.flags,
+            name: name.clone().into(),
+            kind: SpanKind::Server,
+            start: self.started_wall,
+            end,
+            status: status.clone(),
+            attributes: server_attrs,
+        });
+        self.stage.spans.record(SpanRecord {
+            trace_id: ctx.trace_id,
+            span_id: ctx.span_id,
+            parent_span_id: Some(info.trace.server_span),
+            flags: ctx.flags,
+            name: name.into(),
+            kind: SpanKind::Client,
+            start: info.upstream_started,
+            end,
+            status,
+            attributes: client_attrs,
+        });
+    }
+}
+
+fn version_str(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's response body, streamed through; the call is recorded when it ends.
+    struct RecordedBody {
+        #[pin]
+        inner: Incoming,
+        record: Option<CallRecord>,
+    }
+}
+
+impl Body for RecordedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(record) = this.record.as_mut() {
+                    record.error = Some(format!("upstream body failed: {e}"));
+                }
+                this.record.take();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.record.take();
+                Poll::Ready(None)
+            }
+            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A gateway-made error as HTTP: the kind's status and `{"error", "kind", "side", "trace_id"}`.
+pub fn error_response(err: &GatewayError, trace_id: Option<&TraceId>) -> Response<ResponseBody> {
+    let body = serde_json::json!({
+        "error": err.to_string(),
+        "kind": err.kind.as_str(),
+        "side": err.side.as_str(),
+        "trace_id": trace_id.map(|t| t.to_hex()),
+    });
+    json_response(
+        StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
+        &body,
+    )
+}
+
+fn reject_response(propagator: &Propagator, invalid: Option<String>) -> Response<ResponseBody> {
+    let looked_for = propagator.extract_header_names();
+    let body = serde_json::json!({
+        "error": format!(
+            "missing trace context: this route requires one of the headers {}",
+            looked_for.join(", ")
+        ),
+        "kind": ErrorKind::MissingTraceContext.as_str(),
+        "side": Side::Downstream.as_str(),
+        "looked_for": looked_for,
+        "invalid": invalid,
+        "trace_id": null,
+    });
+    json_response(StatusCode::BAD_REQUEST, &body)
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
+    let bytes = Bytes::from(body.to_string());
+    let mut response = Response::new(
+        Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
