@@ -4,3 +4,4 @@
 //!   and the `Via` / `X-Forwarded-*` headers. hyper does the HTTP/1.1 and HTTP/2 framing.
 
 pub mod http;
+pub mod thrift;
