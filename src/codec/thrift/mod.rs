@@ -9,6 +9,7 @@ pub mod detect;
 pub mod header;
 pub mod message;
 pub mod varint;
+pub mod walk;
 
 pub use detect::{ClientType, detect};
 pub use header::{HeaderFrame, InfoHeaders, Transform};
