@@ -6,6 +6,8 @@
 //! (summarised in the project's `theader.md`); the tests here prove each one the code relies on.
 
 pub mod detect;
+pub mod exception;
+pub mod frame;
 pub mod header;
 pub mod message;
 pub mod varint;
