@@ -72,6 +72,26 @@ pub struct TraceContext {
     pub baggage: Option<Bytes>,
 }
 
+impl TraceContext {
+    /// A child of this context: same trace, flags, `tracestate` and baggage, a fresh span id.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            span_id: SpanId::random(),
+            ..self.clone()
+        }
+    }
+
+    /// A new root: a fresh trace id and span id.
+    pub fn new_root(sampled: bool) -> TraceContext {
+        TraceContext {
+            trace_id: TraceId::random(),
+            span_id: SpanId::random(),
+            flags: TraceFlags::default().with_sampled(sampled),
+            ..Default::default()
+        }
+    }
+}
+
 impl TraceId {
     /// Whether every byte is zero (invalid).
     pub fn is_zero(&self) -> bool {
