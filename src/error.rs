@@ -50,6 +50,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The call names a method or service the gateway does not know.
     Unimplemented,
+    /// The request already crossed this gateway too many times (a routing loop).
+    LoopDetected,
     /// A bug or an unexpected internal failure.
     Internal,
 }
@@ -67,6 +69,7 @@ impl ErrorKind {
             ErrorKind::UpstreamProtocol => "upstream_protocol",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::LoopDetected => "loop_detected",
             ErrorKind::Internal => "internal",
         }
     }
@@ -81,6 +84,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::Unavailable => 503,
             ErrorKind::Unimplemented => 501,
+            ErrorKind::LoopDetected => 508,
             ErrorKind::Internal => 500,
         }
     }
@@ -96,6 +100,7 @@ impl ErrorKind {
             502 => "502",
             503 => "503",
             504 => "504",
+            508 => "508",
             _ => "500",
         }
     }
@@ -108,6 +113,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => 8,                            // RESOURCE_EXHAUSTED
             ErrorKind::UpstreamConnect | ErrorKind::Unavailable => 14, // UNAVAILABLE
             ErrorKind::UpstreamTimeout => 4,                     // DEADLINE_EXCEEDED
+            ErrorKind::LoopDetected => 10,                       // ABORTED
             ErrorKind::UpstreamProtocol | ErrorKind::Internal => 13, // INTERNAL
         }
     }
@@ -122,7 +128,7 @@ impl ErrorKind {
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol
             | ErrorKind::Unavailable => 6, // INTERNAL_ERROR: the call did not complete
-            ErrorKind::Internal => 6,                           // INTERNAL_ERROR
+            ErrorKind::LoopDetected | ErrorKind::Internal => 6, // INTERNAL_ERROR
         }
     }
 }

@@ -21,11 +21,11 @@
 //! - [`config`]: TOML → validated typed config; every error names its key path.
 //! - [`app`]: wiring and lifetimes; the only module that sees everything.
 
-// pub mod app; (re-enabled once trace + telemetry land)
+pub mod app;
 pub mod codec;
 pub mod config;
 pub mod error;
-// pub mod listener; (re-enabled once trace + telemetry land)
+pub mod listener;
 pub mod policy;
 pub mod telemetry;
 pub mod trace;

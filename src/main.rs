@@ -1,1 +1,139 @@
-fn main() {}
+//! The `tracebridge` command: `run`, `check`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracebridge::{app, config};
+
+/// tracebridge: one distributed trace across HTTP, gRPC and Apache Thrift.
+#[derive(Debug, Parser)]
+#[command(name = "tracebridge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the gateway from a config file.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short, env = "TRACEBRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or non-zero listing every error with its key path.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the embedded demo: the gateway plus in-process demo upstreams.
+    Demo {
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the demo admin endpoint (/metrics) listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// Send one request per trace format through the demo, print the traces, and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => with_runtime(run(config)),
+        Command::Demo {
+            listen,
+            admin,
+            once,
+        } => with_runtime(async move {
+            app::demo::run(app::demo::DemoOptions {
+                listen,
+                admin,
+                once,
+            })
+            .await
+            .map_err(|e| e.to_string())
+        }),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} listeners, {} routes, {} upstreams)",
+                path.display(),
+                cfg.listeners.len(),
+                cfg.routes.len(),
+                cfg.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: {} error(s)", path.display(), errors.errors.len());
+            for e in &errors.errors {
+                eprintln!("  {e}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(path: PathBuf) -> Result<(), String> {
+    let cfg = config::load(&path).map_err(|errors| {
+        let mut text = format!("{}: {} error(s)", path.display(), errors.errors.len());
+        for e in &errors.errors {
+            text.push_str(&format!("\n  {e}"));
+        }
+        text
+    })?;
+    let gateway = app::start(cfg).await.map_err(|e| e.to_string())?;
+    for b in &gateway.bound {
+        println!(
+            "listening name={} protocol={} address={}",
+            b.name, b.protocol, b.address
+        );
+    }
+    println!("ready");
+    let token = gateway.shutdown_token();
+    tokio::spawn(async move {
+        app::shutdown_signal().await;
+        token.cancel();
+    });
+    gateway.wait().await;
+    println!("stopped");
+    Ok(())
+}
+
+fn with_runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tracebridge: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tracebridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

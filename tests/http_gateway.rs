@@ -416,6 +416,25 @@ async fn upstream_down_is_502_naming_the_trace_id() {
 }
 
 #[tokio::test]
+async fn a_route_to_itself_is_stopped_as_a_loop() {
+    // The upstream is the gateway's own listener: pick its port first, then point at it.
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = probe.local_addr().unwrap();
+    drop(probe);
+    let text = config(own, "http", "").replace(
+        "address = \"127.0.0.1:0\"\n",
+        &format!("address = \"{own}\"\n"),
+    );
+    let (gw, edge) = gateway(&text).await;
+    assert_eq!(edge, own);
+    let (status, _, body) = send(false, edge, "GET", "/api/x", &[], "").await;
+    assert_eq!(status.as_u16(), 508);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["kind"], "loop_detected");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn slow_upstream_is_504_after_the_route_timeout() {
     let up = Upstream::start(Answer {
         delay: Duration::from_secs(3),

@@ -54,6 +54,17 @@ pub fn via_value(version: http::Version) -> HeaderValue {
     })
 }
 
+/// How many times this gateway's own `Via` token appears (to detect routing loops).
+pub fn own_hops(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|hop| hop.trim().ends_with(" tracebridge"))
+        .count()
+}
+
 /// Appends this hop to `Via` and the caller's address to `X-Forwarded-For`, and sets
 /// `X-Forwarded-Proto` if absent.
 pub fn add_forwarding_headers(headers: &mut HeaderMap, version: http::Version, client: IpAddr) {
@@ -105,6 +116,13 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         left.sort();
         assert_eq!(left, vec!["traceparent", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn counts_own_hops() {
+        let h = map(&[("via", "1.1 tracebridge, 1.1 edge"), ("via", "2 tracebridge")]);
+        assert_eq!(own_hops(&h), 2);
+        assert_eq!(own_hops(&HeaderMap::new()), 0);
     }
 
     #[test]

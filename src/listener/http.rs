@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::http::{add_forwarding_headers, remove_hop_by_hop};
+use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
 use crate::config::OnMissing;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::policy::{Decision, HttpRequestView, Router, Sampler, enforce};
@@ -35,6 +35,9 @@ use crate::upstream::http::{BoxError, HttpUpstream, box_body};
 
 /// The body the gateway answers with: the upstream's streamed body or a small error body.
 pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// Own `Via` hops after which a request is refused as a routing loop.
+const MAX_OWN_HOPS: usize = 8;
 
 /// A route of an HTTP listener, resolved to its upstream.
 #[derive(Debug)]
@@ -172,6 +175,18 @@ pub async fn handle(
         );
         return error_response(&err, None);
     };
+
+    // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
+    if own_hops(req.headers()) >= MAX_OWN_HOPS {
+        let err = GatewayError::new(
+            ErrorKind::LoopDetected,
+            Side::Downstream,
+            format!("request crossed this gateway {MAX_OWN_HOPS} times: routing loop"),
+        );
+        stage.metrics.error(&stage.listener, err.kind.as_str(), err.side.as_str());
+        stage.metrics.request(&stage.listener, &route.name, "http", err.kind.http_status_str(), started.elapsed());
+        return error_response(&err, None);
+    }
 
     // extract
     let extracted = stage.propagator.extract(req.headers());

@@ -159,9 +159,10 @@ pub async fn send(
     )
 }
 
-/// A free port that nothing listens on (bound, then closed).
+/// A port that nothing listens on (bound, then closed), on 127.0.0.2 so that the gateway,
+/// which binds 127.0.0.1, can never be handed the same address.
 pub async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
     l.local_addr().unwrap()
 }
 
