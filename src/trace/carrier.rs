@@ -18,6 +18,13 @@ pub trait Carrier {
     fn remove(&mut self, key: &str);
     /// Calls `f` for every header whose key starts with `prefix` (for `uberctx-*`).
     fn for_each_prefixed(&self, prefix: &str, f: &mut dyn FnMut(&str, &[u8]));
+    /// Removes every header whose key is in `keys`. The default removes key by key; carriers
+    /// where a lookup costs more than a scan override it.
+    fn remove_all(&mut self, keys: &[&'static str]) {
+        for key in keys {
+            self.remove(key);
+        }
+    }
 }
 
 impl Carrier for HeaderMap {
@@ -42,6 +49,24 @@ impl Carrier for HeaderMap {
             if name.as_str().starts_with(prefix) {
                 f(name.as_str(), value.as_bytes());
             }
+        }
+    }
+
+    fn remove_all(&mut self, keys: &[&'static str]) {
+        // One scan over the (few) present names instead of a hashed lookup per key; only the
+        // keys actually present are then removed.
+        let mut present: [Option<&'static str>; 16] = [None; 16];
+        let mut n = 0;
+        for name in self.keys() {
+            if let Some(k) = keys.iter().find(|k| **k == name.as_str()) {
+                if n < present.len() && !present[..n].contains(&Some(*k)) {
+                    present[n] = Some(*k);
+                    n += 1;
+                }
+            }
+        }
+        for key in present.iter().flatten() {
+            self.remove(HeaderName::from_static(key));
         }
     }
 }

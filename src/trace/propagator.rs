@@ -15,7 +15,7 @@ pub struct Extracted {
 }
 
 /// Every header any format writes (baggage and `uberctx-*` are not trace headers: they pass).
-const ALL_TRACE_HEADERS: [&str; 10] = [
+const ALL_TRACE_HEADERS: [&str; 11] = [
     w3c::TRACEPARENT,
     w3c::TRACESTATE,
     jaeger::UBER_TRACE_ID,
@@ -26,6 +26,7 @@ const ALL_TRACE_HEADERS: [&str; 10] = [
     b3::SAMPLED,
     b3::FLAGS,
     binary::GRPC_TRACE_BIN,
+    binary::X_TRACE_RAW,
 ];
 
 /// Extracts in the configured order and injects the configured set.
@@ -105,12 +106,7 @@ impl Propagator {
         carrier: &mut C,
         writer: &mut IdWriter,
     ) {
-        for name in ALL_TRACE_HEADERS {
-            carrier.remove(name);
-        }
-        if !self.inject.contains(&Format::XTraceRaw) {
-            carrier.remove(binary::X_TRACE_RAW);
-        }
+        carrier.remove_all(&ALL_TRACE_HEADERS);
         for format in &self.inject {
             match format {
                 Format::W3c => w3c::inject(ctx, carrier, writer),
