@@ -1,79 +1,117 @@
-//! Config: the example parses to the expected values; every error is reported with its key
-//! path and bad value, all of them in one pass.
+//! Integration: `config::parse` / `config::load` through the public API. The shipped
+//! example loads to the expected typed values; every error case yields exactly the expected
+//! key path and message; several errors are reported together; defaults fill the gaps.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use tracebridge::config::*;
+use tracebridge::config::{
+    self, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch, SamplerConfig,
+    ThriftProtocol, ThriftTransport, UpstreamProtocol,
+};
 use tracebridge::trace::Format;
 
-fn errors(text: &str) -> Vec<String> {
-    parse(text)
-        .expect_err("config should be invalid")
-        .errors
-        .iter()
-        .map(|e| e.to_string())
-        .collect()
-}
+/// A valid config; each error case edits one line of it.
+const BASE: &str = r#"
+[admin]
+listen = "127.0.0.1:9901"
 
-const MINIMAL: &str = r#"
+[telemetry]
+service_name = "gw"
+otlp_endpoint = "http://127.0.0.1:4317"
+sampler = { kind = "parent_ratio", ratio = 0.5 }
+span_queue = 16
+
+[propagation]
+extract = ["w3c", "b3"]
+inject = ["w3c"]
+on_missing = "start"
+
+[shutdown]
+drain_timeout = "10s"
+
 [[listeners]]
 name = "edge"
 protocol = "http"
-address = "127.0.0.1:0"
+address = "127.0.0.1:8080"
+
+[[listeners]]
+name = "rpc"
+protocol = "thrift"
+address = "127.0.0.1:9090"
+
+[[routes]]
+name = "users"
+listener = "edge"
+match = { path_prefix = "/users" }
+upstream = "users"
+
+[[routes]]
+name = "legacy"
+listener = "rpc"
+upstream = "legacy"
+
+[[upstreams]]
+name = "users"
+protocol = "http"
+endpoints = ["127.0.0.1:9191"]
+
+[[upstreams]]
+name = "legacy"
+protocol = "thrift"
+endpoints = ["127.0.0.1:9292"]
 "#;
 
-#[test]
-fn example_file_parses_to_expected_values() {
-    let cfg = load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/gateway.toml"
-    )))
-    .unwrap();
-    assert_eq!(cfg.admin.listen, Some("127.0.0.1:9901".parse().unwrap()));
-    assert_eq!(
-        cfg.telemetry.otlp_endpoint.as_deref(),
-        Some("http://127.0.0.1:4317")
-    );
-    assert_eq!(
-        cfg.telemetry.sampler,
-        SamplerConfig::ParentRatio { ratio: 0.25 }
-    );
-    assert_eq!(cfg.propagation.inject, vec![Format::W3c, Format::Jaeger]);
-    assert_eq!(cfg.listeners[0].address, "127.0.0.1:8080".parse().unwrap());
-    assert_eq!(cfg.routes.len(), 3);
-    assert_eq!(
-        cfg.routes[0].matcher.headers,
-        vec![("x-colour".to_owned(), "blue".to_owned())]
-    );
-    assert_eq!(cfg.routes[0].upstream, 1);
-    assert_eq!(
-        cfg.routes[1].matcher.host.as_deref(),
-        Some("api.example.com")
-    );
-    assert_eq!(
-        cfg.routes[1].matcher.query,
-        vec![("version".to_owned(), "2".to_owned())]
-    );
-    assert_eq!(cfg.routes[1].on_missing, Some(OnMissing::Reject));
-    assert_eq!(cfg.routes[1].timeout, Duration::from_secs(5));
-    assert_eq!(
-        cfg.upstreams[0].endpoints,
-        vec!["127.0.0.1:9191", "127.0.0.1:9192"]
-    );
-    assert_eq!(cfg.upstreams[1].protocol, UpstreamProtocol::H2c);
+fn example_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml")
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+/// `BASE` with the first `from` replaced by `to` (which must be present: a case that edits
+/// nothing would test nothing).
+fn edited(from: &str, to: &str) -> String {
+    assert!(BASE.contains(from), "BASE has no {from:?}");
+    BASE.replacen(from, to, 1)
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match config::parse(text) {
+        Ok(c) => panic!("expected errors, parsed {c:#?}"),
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    }
 }
 
 #[test]
-fn defaults_apply() {
-    let cfg = parse(MINIMAL).unwrap();
-    assert_eq!(cfg.admin.listen, Some("127.0.0.1:9901".parse().unwrap()));
-    assert_eq!(cfg.telemetry.service_name, "tracebridge");
-    assert_eq!(cfg.telemetry.otlp_endpoint, None);
-    assert_eq!(cfg.telemetry.otlp_protocol, OtlpProtocol::Grpc);
-    assert_eq!(cfg.telemetry.span_queue, 4096);
+fn base_is_valid() {
+    let c = config::parse(BASE).unwrap();
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.routes[1].upstream, 1);
+}
+
+#[test]
+fn example_loads_with_every_value() {
+    let c: Config = config::load(&example_path()).unwrap();
+
+    assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
+
+    let t = &c.telemetry;
+    assert_eq!(t.service_name, "tracebridge");
+    assert_eq!(t.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    assert_eq!(t.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(t.sampler, SamplerConfig::ParentRatio { ratio: 0.25 });
+    assert_eq!(t.span_queue, 4096);
+    assert!(!t.log_spans);
+
+    let p = &c.propagation;
     assert_eq!(
-        cfg.propagation.extract,
-        vec![
+        p.extract,
+        [
             Format::W3c,
             Format::Jaeger,
             Format::B3,
@@ -81,165 +119,617 @@ fn defaults_apply() {
             Format::XTraceRaw
         ]
     );
-    assert_eq!(cfg.propagation.inject, vec![Format::W3c]);
-    assert_eq!(cfg.propagation.on_missing, OnMissing::Start);
-    assert_eq!(cfg.shutdown.drain_timeout, Duration::from_secs(30));
-    assert_eq!(cfg.listeners[0].max_connections, 10_000);
-    let off = parse(&format!("[admin]\nlisten = \"\"\n{MINIMAL}")).unwrap();
-    assert_eq!(off.admin.listen, None);
-}
+    assert_eq!(p.inject, [Format::W3c, Format::B3Multi]);
+    assert_eq!(p.on_missing, OnMissing::Start);
+    assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
 
-#[test]
-fn thrift_upstream_defaults() {
-    let cfg = parse(&format!(
-        "{MINIMAL}\n[[upstreams]]\nname = \"t\"\nprotocol = \"thrift\"\nendpoints = [\"127.0.0.1:9090\"]\n"
-    ))
-    .unwrap();
-    assert_eq!(cfg.upstreams[0].transport, Some(ThriftTransport::Header));
+    let l: Vec<_> = c
+        .listeners
+        .iter()
+        .map(|l| {
+            (
+                l.name.as_str(),
+                l.protocol,
+                l.address,
+                l.max_connections,
+                l.header_timeout,
+            )
+        })
+        .collect();
     assert_eq!(
-        cfg.upstreams[0].thrift_protocol,
-        Some(ThriftProtocol::Binary)
+        l,
+        [
+            (
+                "edge",
+                ListenerProtocol::Http,
+                addr("127.0.0.1:8080"),
+                10_000,
+                Duration::from_secs(30)
+            ),
+            (
+                "rpc",
+                ListenerProtocol::Thrift,
+                addr("127.0.0.1:9090"),
+                2000,
+                Duration::from_secs(10)
+            ),
+        ]
     );
-}
 
-#[test]
-fn every_error_is_reported_with_its_path() {
-    let text = r#"
-[admin]
-listen = "localhost:99999"
-[telemetry]
-otlp_endpoint = "127.0.0.1:4317"
-sampler = { kind = "always", ratio = 1.5 }
-span_queue = 0
-colour = "red"
-[propagation]
-extract = ["w3c", "zipkin", 7]
-on_missing = "maybe"
-[shutdown]
-drain_timeout = "1.5s"
-[[listeners]]
-name = "edge"
-protocol = "http"
-address = "127.0.0.1:8080"
-[[listeners]]
-name = "edge"
-protocol = "ftp"
-address = "127.0.0.1:8080"
-[[routes]]
-listener = "edgee"
-upstream = "userz"
-match = { path_prefix = "users", thrift_method = "x" }
-[[routes]]
-listener = "edge"
-upstream = "users"
-match = { thrift_method = "getUser" }
-[[upstreams]]
-name = "users"
-protocol = "http"
-transport = "framed"
-endpoints = []
-[[upstreams]]
-name = "legacy"
-protocol = "thrift"
-endpoints = ["127.0.0.1", "host:0"]
-connect_timeout = 5
-"#;
-    let got = errors(text);
-    let want = [
-        r#"admin.listen: "localhost:99999" is not a socket address (ip:port, e.g. "127.0.0.1:8080")"#,
-        "telemetry.colour: unknown key (allowed here: service_name, otlp_endpoint, otlp_protocol, sampler, span_queue, log_spans)",
-        r#"telemetry.otlp_endpoint: "127.0.0.1:4317" must start with http:// or https://"#,
-        r#"telemetry.sampler.kind: "always" is not one of parent_ratio"#,
-        "telemetry.sampler.ratio: 1.5 is outside 0.0..=1.0",
-        "telemetry.span_queue: 0 is outside 1..=4294967295",
-        r#"propagation.extract[1]: "zipkin" is not a known format (known: w3c, jaeger, b3, b3multi, grpc-trace-bin, x-trace-raw)"#,
-        "propagation.extract[2]: expected a string, found an integer (7)",
-        r#"propagation.on_missing: "maybe" is not one of start, reject, pass"#,
-        r#"shutdown.drain_timeout: "1.5s": fractions are not supported, use a smaller unit (e.g. "1500ms")"#,
-        r#"listeners[1].name: "edge" is used twice"#,
-        r#"listeners[1].protocol: "ftp" is not one of http, thrift"#,
-        r#"listeners[1].address: "127.0.0.1:8080" is already used by another listener"#,
-        r#"upstreams[0].transport: only applies to thrift upstreams"#,
-        "upstreams[0].endpoints: empty: list at least one host:port",
-        r#"upstreams[1].endpoints[0]: "127.0.0.1" is not host:port"#,
-        r#"upstreams[1].endpoints[1]: "host:0" is not host:port"#,
-        "upstreams[1].connect_timeout: expected a string, found an integer (5)",
-        r#"routes[0].listener: "edgee" is not a defined listener (defined: "edge")"#,
-        r#"routes[0].upstream: "userz" is not a defined upstream (defined: "users", "legacy")"#,
-        r#"routes[0].match.path_prefix: "users" must start with "/""#,
-        "routes[1].match.thrift_method: only applies to routes of thrift listeners",
-    ];
-    for w in want {
-        assert!(
-            got.iter().any(|g| g == w),
-            "missing error:\n  {w}\ngot:\n  {}",
-            got.join("\n  ")
-        );
-    }
+    let r: Vec<_> = c
+        .routes
+        .iter()
+        .map(|r| {
+            (
+                r.name.as_str(),
+                r.listener.as_str(),
+                r.upstream,
+                r.timeout,
+                r.on_missing,
+            )
+        })
+        .collect();
     assert_eq!(
-        got.len(),
-        want.len(),
-        "unexpected extra errors:\n  {}",
-        got.join("\n  ")
-    );
-}
-
-#[test]
-fn unknown_top_level_key_and_missing_fields() {
-    let got = errors(
-        "[[listeners]]\nprotocol = \"http\"\n[[routes]]\nlistener = \"x\"\n[nonsense]\na = 1\n",
+        r,
+        [
+            (
+                "users",
+                "edge",
+                0,
+                Duration::from_secs(30),
+                Some(OnMissing::Reject)
+            ),
+            ("orders-grpc", "edge", 1, Duration::from_secs(5), None),
+            (
+                "search",
+                "edge",
+                2,
+                Duration::from_secs(2),
+                Some(OnMissing::Pass)
+            ),
+            (
+                "legacy-get-user",
+                "rpc",
+                3,
+                Duration::from_millis(1500),
+                None
+            ),
+            ("rpc#4", "rpc", 3, Duration::from_secs(30), None),
+        ]
     );
     assert_eq!(
-        got,
-        vec![
-            "nonsense: unknown key (allowed here: admin, telemetry, propagation, shutdown, listeners, routes, upstreams)",
-            "listeners[0].name: missing",
-            "listeners[0].address: missing",
-            "routes[0].listener: \"x\" is not a defined listener (defined: )",
-            "routes[0].upstream: missing",
+        c.routes[0].matcher,
+        RouteMatch {
+            host: Some("api.example.com".into()),
+            path_prefix: Some("/users".into()),
+            headers: vec![("x-colour".into(), "blue".into())],
+            query: vec![("colour".into(), "blue".into())],
+            grpc_service: None,
+            thrift_method: None,
+        }
+    );
+    assert_eq!(
+        c.routes[1].matcher.grpc_service.as_deref(),
+        Some("shop.v1.Orders")
+    );
+    assert_eq!(
+        c.routes[3].matcher.thrift_method.as_deref(),
+        Some("getUser")
+    );
+    assert_eq!(c.routes[4].matcher, RouteMatch::default());
+
+    let u: Vec<_> = c
+        .upstreams
+        .iter()
+        .map(|u| {
+            (
+                u.name.as_str(),
+                u.protocol,
+                u.transport,
+                u.thrift_protocol,
+                u.endpoints.join(","),
+                u.connect_timeout,
+                u.pool_idle_per_endpoint,
+            )
+        })
+        .collect();
+    let secs = Duration::from_secs;
+    assert_eq!(
+        u,
+        [
+            (
+                "users",
+                UpstreamProtocol::Http,
+                None,
+                None,
+                "127.0.0.1:9191,127.0.0.1:9192".to_owned(),
+                secs(5),
+                64
+            ),
+            (
+                "orders",
+                UpstreamProtocol::Grpc,
+                None,
+                None,
+                "orders.internal:50051".to_owned(),
+                secs(2),
+                16
+            ),
+            (
+                "search",
+                UpstreamProtocol::H2c,
+                None,
+                None,
+                "[::1]:8443".to_owned(),
+                secs(5),
+                64
+            ),
+            (
+                "legacy",
+                UpstreamProtocol::Thrift,
+                Some(ThriftTransport::Framed),
+                Some(ThriftProtocol::Compact),
+                "127.0.0.1:9292".to_owned(),
+                secs(1),
+                8
+            ),
         ]
     );
 }
 
 #[test]
-fn no_listener_is_an_error() {
-    assert_eq!(
-        errors("[admin]\nlisten = \"127.0.0.1:0\"\n"),
-        vec!["listeners: at least one [[listeners]] is required"]
-    );
+fn example_uses_every_key() {
+    let text = std::fs::read_to_string(example_path()).unwrap();
+    let keys = [
+        "[admin]",
+        "listen =",
+        "[telemetry]",
+        "service_name =",
+        "otlp_endpoint =",
+        "otlp_protocol =",
+        "sampler = { kind =",
+        "ratio =",
+        "span_queue =",
+        "log_spans =",
+        "[propagation]",
+        "extract =",
+        "inject =",
+        "on_missing =",
+        "[shutdown]",
+        "drain_timeout =",
+        "[[listeners]]",
+        "name =",
+        "protocol =",
+        "address =",
+        "max_connections =",
+        "header_timeout =",
+        "[[routes]]",
+        "listener =",
+        "match = { host =",
+        "path_prefix =",
+        "headers =",
+        "query =",
+        "grpc_service =",
+        "thrift_method =",
+        "upstream =",
+        "timeout =",
+        "[[upstreams]]",
+        "transport =",
+        "thrift_protocol =",
+        "endpoints =",
+        "connect_timeout =",
+        "pool_idle_per_endpoint =",
+    ];
+    for key in keys {
+        assert!(text.contains(key), "example lacks {key:?}");
+    }
 }
 
 #[test]
-fn syntax_error_names_line_and_column() {
-    let got = errors("[admin]\nlisten = \n");
-    assert_eq!(got.len(), 1);
-    assert!(
-        got[0].starts_with("line 2, column 10: TOML syntax:"),
-        "{}",
-        got[0]
-    );
-}
-
-#[test]
-fn thrift_listener_routes_reject_http_matchers() {
-    let got = errors(
+fn defaults_are_applied() {
+    let c = config::parse(
         r#"
 [[listeners]]
-name = "legacy"
-protocol = "thrift"
+name = "edge"
+protocol = "http"
 address = "127.0.0.1:0"
+
 [[routes]]
-listener = "legacy"
+listener = "edge"
 upstream = "t"
-match = { path_prefix = "/x", thrift_method = "ping" }
+
 [[upstreams]]
 name = "t"
 protocol = "thrift"
-endpoints = ["127.0.0.1:9090"]
+endpoints = ["t.internal:9090"]
 "#,
+    )
+    .unwrap();
+    assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
+    assert_eq!(c.telemetry.service_name, "tracebridge");
+    assert_eq!(c.telemetry.otlp_endpoint, None);
+    assert_eq!(c.telemetry.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(
+        c.telemetry.sampler,
+        SamplerConfig::ParentRatio { ratio: 1.0 }
+    );
+    assert_eq!(c.telemetry.span_queue, 4096);
+    assert!(!c.telemetry.log_spans);
+    assert_eq!(
+        c.propagation.extract,
+        [
+            Format::W3c,
+            Format::Jaeger,
+            Format::B3,
+            Format::GrpcTraceBin,
+            Format::XTraceRaw
+        ]
+    );
+    assert_eq!(c.propagation.inject, [Format::W3c]);
+    assert_eq!(c.propagation.on_missing, OnMissing::Start);
+    assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.listeners[0].max_connections, 10_000);
+    assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
+    assert_eq!(c.routes[0].name, "edge#0");
+    assert_eq!(c.routes[0].matcher, RouteMatch::default());
+    assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
+    assert_eq!(c.routes[0].on_missing, None);
+    let u = &c.upstreams[0];
+    assert_eq!(u.transport, Some(ThriftTransport::Header));
+    assert_eq!(u.thrift_protocol, Some(ThriftProtocol::Binary));
+    assert_eq!(u.connect_timeout, Duration::from_secs(5));
+    assert_eq!(u.pool_idle_per_endpoint, 64);
+}
+
+#[test]
+fn each_error_has_its_path_and_message() {
+    let known = "(known: w3c, jaeger, b3, b3multi, grpc-trace-bin, x-trace-raw)";
+    let cases: Vec<(String, String)> = vec![
+        (
+            edited(r#"address = "127.0.0.1:9090""#, r#"address = "localhost:99999""#),
+            r#"listeners[1].address: "localhost:99999" is not a socket address (ip:port)"#.into(),
+        ),
+        (
+            edited(r#"upstream = "users""#, r#"upstream = "userz""#),
+            r#"routes[0].upstream: "userz" is not a defined upstream (defined: "users", "legacy")"#
+                .into(),
+        ),
+        (
+            edited(r#"listener = "edge""#, r#"listener = "edgee""#),
+            r#"routes[0].listener: "edgee" is not a defined listener"#.into(),
+        ),
+        (
+            edited(r#"extract = ["w3c", "b3"]"#, r#"extract = ["w3c", "b3", "zipkin"]"#),
+            format!(r#"propagation.extract[2]: "zipkin" is not a known format {known}"#),
+        ),
+        (
+            edited(r#"inject = ["w3c"]"#, r#"inject = ["w3c", "w3c"]"#),
+            r#"propagation.inject[1]: "w3c" is listed twice"#.into(),
+        ),
+        (
+            edited(
+                "\n[[routes]]\nname = \"users\"",
+                "\n[[listeners]]\nname = \"edge\"\nprotocol = \"http\"\naddress = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"users\"",
+            ),
+            r#"listeners[2].name: "edge" is already defined (listeners[0])"#.into(),
+        ),
+        (
+            edited(
+                "\n[[upstreams]]\nname = \"legacy\"",
+                "\n[[upstreams]]\nname = \"users\"\nprotocol = \"http\"\nendpoints = [\"a:1\"]\n\n[[upstreams]]\nname = \"legacy\"",
+            ),
+            r#"upstreams[1].name: "users" is already defined (upstreams[0])"#.into(),
+        ),
+        (
+            edited(r#"name = "legacy"
+listener"#, r#"name = "users"
+listener"#),
+            r#"routes[1].name: "users" is already defined (routes[0])"#.into(),
+        ),
+        (
+            edited(r#"address = "127.0.0.1:9090""#, r#"address = "127.0.0.1:8080""#),
+            r#"listeners[1].address: "127.0.0.1:8080" is already used by listeners[0]"#.into(),
+        ),
+        (
+            edited(r#"address = "127.0.0.1:8080""#, r#"address = "127.0.0.1:9901""#),
+            r#"listeners[0].address: "127.0.0.1:9901" is already used by admin.listen"#.into(),
+        ),
+        (
+            edited("ratio = 0.5", "ratio = 1.5"),
+            "telemetry.sampler.ratio: 1.5 is outside 0.0..=1.0".into(),
+        ),
+        (
+            edited("ratio = 0.5", "ratio = -0.1"),
+            "telemetry.sampler.ratio: -0.1 is outside 0.0..=1.0".into(),
+        ),
+        (
+            edited(r#"kind = "parent_ratio""#, r#"kind = "always_on""#),
+            r#"telemetry.sampler.kind: "always_on" is not a known sampler kind (known: parent_ratio)"#
+                .into(),
+        ),
+        (
+            edited(r#"endpoints = ["127.0.0.1:9191"]"#, "endpoints = []"),
+            "upstreams[0].endpoints: empty".into(),
+        ),
+        (
+            edited(r#"endpoints = ["127.0.0.1:9191"]"#, r#"endpoints = ["a:1", "localhost"]"#),
+            r#"upstreams[0].endpoints[1]: "localhost" is not host:port"#.into(),
+        ),
+        (
+            edited(r#"endpoints = ["127.0.0.1:9191"]"#, r#"endpoints = ["http://a:80"]"#),
+            r#"upstreams[0].endpoints[0]: "http://a:80" is not host:port"#.into(),
+        ),
+        (
+            edited(r#"protocol = "http"
+endpoints"#, r#"protocol = "http"
+transport = "framed"
+endpoints"#),
+            r#"upstreams[0].transport: "framed" is only for thrift upstreams (protocol is "http")"#
+                .into(),
+        ),
+        (
+            edited(r#"protocol = "http"
+endpoints"#, r#"protocol = "grpc"
+thrift_protocol = "compact"
+endpoints"#),
+            r#"upstreams[0].thrift_protocol: "compact" is only for thrift upstreams (protocol is "grpc")"#
+                .into(),
+        ),
+        (
+            edited(r#"protocol = "thrift"
+endpoints"#, r#"protocol = "thrift"
+transport = "http"
+endpoints"#),
+            r#"upstreams[1].transport: "http" is not a known thrift transport (known: header, framed, unframed)"#
+                .into(),
+        ),
+        (
+            edited(r#"protocol = "thrift"
+endpoints"#, r#"protocol = "thrift"
+thrift_protocol = "json"
+endpoints"#),
+            r#"upstreams[1].thrift_protocol: "json" is not a known thrift protocol (known: binary, compact)"#
+                .into(),
+        ),
+        (
+            edited("span_queue = 16", "span_queue = 0"),
+            "telemetry.span_queue: 0 must be at least 1".into(),
+        ),
+        (
+            edited(r#"drain_timeout = "10s""#, r#"drain_timeout = "10""#),
+            r#"shutdown.drain_timeout: "10" is not a duration: missing unit (ms, s, m or h)"#.into(),
+        ),
+        (
+            edited(r#"drain_timeout = "10s""#, r#"drain_timeout = "1.5s""#),
+            r#"shutdown.drain_timeout: "1.5s" is not a duration: fractions are not supported; use a smaller unit (ms, s, m or h), e.g. "1500ms""#.into(),
+        ),
+        (
+            edited(r#"drain_timeout = "10s""#, r#"drain_timeout = "10d""#),
+            r#"shutdown.drain_timeout: "10d" is not a duration: unknown unit "d" (ms, s, m or h)"#
+                .into(),
+        ),
+        (
+            edited(r#"drain_timeout = "10s""#, r#"drain_timeout = """#),
+            r#"shutdown.drain_timeout: "" is not a duration: empty"#.into(),
+        ),
+        (
+            edited(r#"upstream = "users""#, "upstream = \"users\"\ntimeout = \"0s\""),
+            r#"routes[0].timeout: "0s" must be greater than 0"#.into(),
+        ),
+        (
+            edited(
+                r#"otlp_endpoint = "http://127.0.0.1:4317""#,
+                r#"otlp_endpoint = "127.0.0.1:4317""#,
+            ),
+            r#"telemetry.otlp_endpoint: "127.0.0.1:4317" does not start with http:// or https://"#
+                .into(),
+        ),
+        (
+            edited(r#"service_name = "gw""#, r#"otlp_protocol = "json""#),
+            r#"telemetry.otlp_protocol: "json" is not a known otlp_protocol (known: grpc, http/protobuf)"#
+                .into(),
+        ),
+        (
+            edited(r#"on_missing = "start""#, r#"on_missing = "drop""#),
+            r#"propagation.on_missing: "drop" is not a known on_missing (known: start, reject, pass)"#
+                .into(),
+        ),
+        (
+            edited(r#"upstream = "users""#, "upstream = \"users\"\non_missing = \"never\""),
+            r#"routes[0].on_missing: "never" is not a known on_missing (known: start, reject, pass)"#
+                .into(),
+        ),
+        (
+            edited(r#"protocol = "thrift"
+address"#, r#"protocol = "grpc"
+address"#),
+            r#"listeners[1].protocol: "grpc" is not a known listener protocol (known: http, thrift)"#
+                .into(),
+        ),
+        (
+            edited(r#"protocol = "http"
+endpoints"#, r#"protocol = "http2"
+endpoints"#),
+            r#"upstreams[0].protocol: "http2" is not a known upstream protocol (known: http, h2c, grpc, thrift)"#
+                .into(),
+        ),
+        (
+            edited(r#"listen = "127.0.0.1:9901""#, r#"listen = "9901""#),
+            r#"admin.listen: "9901" is not a socket address (ip:port)"#.into(),
+        ),
+        (
+            edited(r#"match = { path_prefix = "/users" }"#, r#"match = { thrift_method = "getUser" }"#),
+            r#"routes[0].match.thrift_method: "getUser" needs a thrift listener ("edge" is http)"#
+                .into(),
+        ),
+        (
+            edited(
+                r#"listener = "rpc""#,
+                "listener = \"rpc\"\nmatch = { grpc_service = \"pkg.Svc\" }",
+            ),
+            r#"routes[1].match.grpc_service: "pkg.Svc" needs an http listener ("rpc" is thrift)"#
+                .into(),
+        ),
+        (
+            edited(r#"match = { path_prefix = "/users" }"#, r#"match = { path_prefix = "users" }"#),
+            r#"routes[0].match.path_prefix: "users" does not start with "/""#.into(),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (text, want) in &cases {
+        let got = errors(text);
+        if got != [want.clone()] {
+            failed.push(format!("want [{want}]\n got {got:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert_eq!(cases.len(), 36);
+}
+
+#[test]
+fn at_least_one_listener_is_required() {
+    assert_eq!(
+        errors(""),
+        ["listeners: empty; at least one [[listeners]] is required"]
+    );
+}
+
+#[test]
+fn port_zero_may_repeat() {
+    let text = edited(
+        r#"address = "127.0.0.1:8080""#,
+        r#"address = "127.0.0.1:0""#,
+    )
+    .replacen(
+        r#"address = "127.0.0.1:9090""#,
+        r#"address = "127.0.0.1:0""#,
+        1,
+    );
+    let c = config::parse(&text).unwrap();
+    assert_eq!(c.listeners[0].address, c.listeners[1].address);
+}
+
+#[test]
+fn every_error_is_reported_in_one_pass() {
+    let text = r#"
+[admin]
+listen = "nowhere"
+
+[telemetry]
+otlp_endpoint = "grpc://collector:4317"
+sampler = { kind = "parent_ratio", ratio = 2.0 }
+
+[propagation]
+extract = ["zipkin", "w3c"]
+on_missing = "maybe"
+
+[[listeners]]
+name = "edge"
+protocol = "http"
+address = "localhost:99999"
+max_connections = -1
+
+[[listeners]]
+name = "edge"
+protocol = "thrift"
+address = "127.0.0.1:9090"
+header_timeout = "soon"
+
+[[routes]]
+listener = "edgee"
+upstream = "userz"
+
+[[routes]]
+listener = "edge"
+upstream = "users"
+match = { thrift_method = "getUser" }
+timeout = "5"
+
+[[upstreams]]
+name = "users"
+protocol = "http"
+transport = "header"
+endpoints = []
+connect_timeout = "1.5s"
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            r#"admin.listen: "nowhere" is not a socket address (ip:port)"#,
+            r#"telemetry.otlp_endpoint: "grpc://collector:4317" does not start with http:// or https://"#,
+            "telemetry.sampler.ratio: 2.0 is outside 0.0..=1.0",
+            r#"propagation.on_missing: "maybe" is not a known on_missing (known: start, reject, pass)"#,
+            r#"propagation.extract[0]: "zipkin" is not a known format (known: w3c, jaeger, b3, b3multi, grpc-trace-bin, x-trace-raw)"#,
+            r#"listeners[0].address: "localhost:99999" is not a socket address (ip:port)"#,
+            "listeners[0].max_connections: -1 must be at least 1",
+            r#"listeners[1].name: "edge" is already defined (listeners[0])"#,
+            r#"listeners[1].header_timeout: "soon" is not a duration: missing number before the unit (ms, s, m or h)"#,
+            r#"routes[0].listener: "edgee" is not a defined listener"#,
+            r#"routes[0].upstream: "userz" is not a defined upstream (defined: "users")"#,
+            r#"routes[1].match.thrift_method: "getUser" needs a thrift listener ("edge" is http)"#,
+            r#"routes[1].timeout: "5" is not a duration: missing unit (ms, s, m or h)"#,
+            r#"upstreams[0].transport: "header" is only for thrift upstreams (protocol is "http")"#,
+            "upstreams[0].endpoints: empty",
+            r#"upstreams[0].connect_timeout: "1.5s" is not a duration: fractions are not supported; use a smaller unit (ms, s, m or h), e.g. "1500ms""#,
+        ]
+    );
+}
+
+#[test]
+fn unknown_field_is_reported_with_its_path() {
+    let text = edited("span_queue = 16", "span_queue = 16\nspan_queu = 1");
+    assert_eq!(
+        errors(&text),
+        [
+            "telemetry.span_queu: unknown field `span_queu`, expected one of `service_name`, `otlp_endpoint`, `otlp_protocol`, `sampler`, `span_queue`, `log_spans`"
+        ]
+    );
+    let text = edited(
+        r#"endpoints = ["127.0.0.1:9292"]"#,
+        "endpoints = [\"127.0.0.1:9292\"]\nretries = 3",
     );
     assert_eq!(
-        got,
-        vec!["routes[0].match.path_prefix: only applies to routes of http listeners"]
+        errors(&text),
+        [
+            "upstreams[1].retries: unknown field `retries`, expected one of `name`, `protocol`, `transport`, `thrift_protocol`, `endpoints`, `connect_timeout`, `pool_idle_per_endpoint`"
+        ]
+    );
+    let text = edited(
+        r#"match = { path_prefix = "/users" }"#,
+        r#"match = { path_prefix = "/users", method = "GET" }"#,
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "routes[0].match.method: unknown field `method`, expected one of `host`, `path_prefix`, `headers`, `query`, `grpc_service`, `thrift_method`"
+        ]
+    );
+}
+
+#[test]
+fn syntax_error_is_one_error_at_line_and_column() {
+    let text = edited("span_queue = 16", "span_queue = ");
+    let e = config::parse(&text).unwrap_err();
+    assert_eq!(e.errors.len(), 1);
+    assert_eq!(e.errors[0].path, "9:14");
+    assert_eq!(
+        e.errors[0].message,
+        "string values must be quoted, expected literal string"
+    );
+}
+
+#[test]
+fn load_reports_an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.toml");
+    let e = config::load(&path).unwrap_err();
+    assert_eq!(e.errors.len(), 1);
+    assert_eq!(e.errors[0].path, "");
+    assert!(
+        e.errors[0]
+            .message
+            .starts_with(&format!("cannot read {}: ", path.display())),
+        "{}",
+        e.errors[0].message
     );
 }

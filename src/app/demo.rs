@@ -260,3 +260,20 @@ fn echo_trace(
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_is_valid() {
+        let text = DEMO_CONFIG
+            .replace("{LISTEN}", "127.0.0.1:0")
+            .replace("{ADMIN}", "127.0.0.1:0")
+            .replace("{USERS}", "127.0.0.1:9");
+        let cfg = config::parse(&text).unwrap();
+        assert_eq!(cfg.routes.len(), 2);
+        assert_eq!(cfg.routes[0].on_missing, Some(crate::config::OnMissing::Reject));
+        assert!(cfg.telemetry.log_spans);
+    }
+}

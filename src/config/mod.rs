@@ -135,7 +135,8 @@ pub enum ListenerProtocol {
 /// `[[routes]]`
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
-    /// Name used in metrics and spans; default `<listener>#<index>`.
+    /// Name used in metrics and spans; default `<listener>#<index>`, the index being the
+    /// route's position in `[[routes]]` (as in the key path `routes[<index>]`).
     pub name: String,
     /// The listener this route belongs to.
     pub listener: String,
@@ -156,9 +157,10 @@ pub struct RouteMatch {
     pub host: Option<String>,
     /// Path prefix, matched on `/` segment boundaries (`/users` matches `/users` and `/users/1`, not `/usersx`).
     pub path_prefix: Option<String>,
-    /// Headers that must be present with exactly these values (names lower-cased).
+    /// Headers that must be present with exactly these values (names lower-cased, sorted by
+    /// name: a TOML table keeps no order).
     pub headers: Vec<(String, String)>,
-    /// Query parameters that must be present with exactly these values.
+    /// Query parameters that must be present with exactly these values (sorted by name).
     pub query: Vec<(String, String)>,
     /// gRPC service (`package.Service`), for gRPC requests.
     pub grpc_service: Option<String>,

@@ -1,14 +1,30 @@
-//! Raw → typed, collecting every error with its key path and the bad value.
+//! Raw → typed, collecting every error with its key path.
+//!
+//! Second stage of `config`: nothing here stops at the first problem. Each check pushes a
+//! [`ConfigError`] (`routes[0].upstream: "userz" is not a defined upstream ...`) and goes on
+//! with a stand-in value; the typed [`Config`] is returned only when no check failed.
+//! Errors come in section order: admin, telemetry, propagation, shutdown, listeners,
+//! routes, upstreams.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use toml::Table;
+use super::duration::parse_duration;
+use super::raw::{
+    RawAdmin, RawConfig, RawListener, RawMatch, RawPropagation, RawTelemetry, RawUpstream,
+};
+use super::{
+    AdminConfig, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerProtocol, OnMissing,
+    OtlpProtocol, PropagationConfig, RouteConfig, RouteMatch, SamplerConfig, ShutdownConfig,
+    TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamConfig, UpstreamProtocol,
+};
+use crate::trace::Format;
 
-use super::raw::{RawConfig, Reader, join};
-use super::*;
-
-const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+const DEFAULT_SERVICE_NAME: &str = "tracebridge";
+const DEFAULT_SPAN_QUEUE: usize = 4096;
+const DEFAULT_RATIO: f64 = 1.0;
 const DEFAULT_EXTRACT: [Format; 5] = [
     Format::W3c,
     Format::Jaeger,
@@ -16,313 +32,380 @@ const DEFAULT_EXTRACT: [Format; 5] = [
     Format::GrpcTraceBin,
     Format::XTraceRaw,
 ];
+const DEFAULT_INJECT: [Format; 1] = [Format::W3c];
+const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_POOL_IDLE: usize = 64;
+
+const OTLP_PROTOCOLS: &[(&str, OtlpProtocol)] = &[
+    ("grpc", OtlpProtocol::Grpc),
+    ("http/protobuf", OtlpProtocol::HttpProtobuf),
+];
+const SAMPLER_KINDS: &[(&str, ())] = &[("parent_ratio", ())];
+const ON_MISSING: &[(&str, OnMissing)] = &[
+    ("start", OnMissing::Start),
+    ("reject", OnMissing::Reject),
+    ("pass", OnMissing::Pass),
+];
+const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
+    ("http", ListenerProtocol::Http),
+    ("thrift", ListenerProtocol::Thrift),
+];
+const UPSTREAM_PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
+    ("http", UpstreamProtocol::Http),
+    ("h2c", UpstreamProtocol::H2c),
+    ("grpc", UpstreamProtocol::Grpc),
+    ("thrift", UpstreamProtocol::Thrift),
+];
+const THRIFT_TRANSPORTS: &[(&str, ThriftTransport)] = &[
+    ("header", ThriftTransport::Header),
+    ("framed", ThriftTransport::Framed),
+    ("unframed", ThriftTransport::Unframed),
+];
+const THRIFT_PROTOCOLS: &[(&str, ThriftProtocol)] = &[
+    ("binary", ThriftProtocol::Binary),
+    ("compact", ThriftProtocol::Compact),
+];
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
-    let doc = raw.0;
-    let mut r = Reader::default();
-    r.known_keys(
-        &doc,
-        "",
-        &[
-            "admin",
-            "telemetry",
-            "propagation",
-            "shutdown",
-            "listeners",
-            "routes",
-            "upstreams",
-        ],
-    );
-    let empty = Table::new();
-    let sections: Vec<&Table> = ["admin", "telemetry", "propagation", "shutdown"]
-        .iter()
-        .map(|key| r.table(&doc, "", key).unwrap_or(&empty))
-        .collect();
-    let admin = admin(&mut r, sections[0]);
-    let telemetry = telemetry(&mut r, sections[1]);
-    let propagation = propagation(&mut r, sections[2]);
-    let shutdown = shutdown(&mut r, sections[3]);
-    let listeners = listeners(&mut r, &doc);
-    let upstreams = upstreams(&mut r, &doc);
-    let routes = routes(&mut r, &doc, &listeners, &upstreams);
-    if r.errors.is_empty() {
-        Ok(Config {
-            admin,
-            telemetry,
-            propagation,
-            shutdown,
-            listeners,
-            routes,
-            upstreams,
-        })
-    } else {
-        Err(ConfigErrors { errors: r.errors })
+    let mut errs = Errors::default();
+    let admin = admin(&mut errs, &raw.admin);
+    let telemetry = telemetry(&mut errs, &raw.telemetry);
+    let propagation = propagation(&mut errs, &raw.propagation);
+    let shutdown = ShutdownConfig {
+        drain_timeout: duration(
+            &mut errs,
+            "shutdown.drain_timeout",
+            raw.shutdown.drain_timeout.as_deref(),
+            DEFAULT_DRAIN,
+            false,
+        ),
+    };
+    let listeners = listeners(&mut errs, &raw.listeners, admin.listen);
+    let routes = routes(&mut errs, &raw);
+    let upstreams = upstreams(&mut errs, &raw.upstreams);
+    if !errs.0.is_empty() {
+        return Err(ConfigErrors { errors: errs.0 });
     }
+    Ok(Config {
+        admin,
+        telemetry,
+        propagation,
+        shutdown,
+        listeners,
+        routes,
+        upstreams,
+    })
 }
 
-fn socket_addr(r: &mut Reader, path: String, text: &str) -> Option<SocketAddr> {
-    match text.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            r.error(
-                path,
-                format!("{text:?} is not a socket address (ip:port, e.g. \"127.0.0.1:8080\")"),
-            );
-            None
+/// The errors found so far.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// A required string: reports `missing (required)` or `empty`.
+    fn required<'a>(&mut self, path: &str, value: Option<&'a str>) -> Option<&'a str> {
+        match value {
+            None => self.push(path, "missing (required)"),
+            Some("") => self.push(path, "empty"),
+            Some(v) => return Some(v),
         }
+        None
     }
 }
 
-fn duration(r: &mut Reader, t: &Table, path: &str, key: &str, default: Duration) -> Duration {
-    match r.str(t, path, key) {
-        None => default,
-        Some(text) => parse_duration(text).unwrap_or_else(|e| {
-            r.error(join(path, key), e);
-            default
-        }),
-    }
+/// A value quoted as in TOML (escapes included).
+fn q(value: &str) -> String {
+    format!("{value:?}")
 }
 
-fn positive(r: &mut Reader, t: &Table, path: &str, key: &str, default: usize, min: i64) -> usize {
-    match r.int(t, path, key) {
-        None => default,
-        Some(n) if n >= min && n <= i64::from(u32::MAX) => n as usize,
-        Some(n) => {
-            r.error(
-                join(path, key),
-                format!("{n} is outside {min}..={}", u32::MAX),
-            );
-            default
-        }
-    }
-}
-
-fn one_of<T: Copy>(
-    r: &mut Reader,
-    t: &Table,
+/// One of a fixed set of names; `None` (after reporting) when unknown.
+fn choice<T: Copy>(
+    errs: &mut Errors,
     path: &str,
-    key: &str,
-    choices: &[(&str, T)],
+    value: &str,
+    what: &str,
+    known: &[(&str, T)],
 ) -> Option<T> {
-    let text = r.str(t, path, key)?;
-    let found = choices
+    let found = known
         .iter()
-        .find(|(name, _)| *name == text)
+        .find(|(name, _)| *name == value)
         .map(|(_, v)| *v);
     if found.is_none() {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        r.error(
-            join(path, key),
-            format!("{text:?} is not one of {}", names.join(", ")),
+        let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+        errs.push(
+            path,
+            format!(
+                "{} is not a known {what} (known: {})",
+                q(value),
+                names.join(", ")
+            ),
         );
     }
     found
 }
 
-fn admin(r: &mut Reader, t: &Table) -> AdminConfig {
-    r.known_keys(t, "admin", &["listen"]);
-    let listen = match r.str(t, "admin", "listen") {
+fn duration(
+    errs: &mut Errors,
+    path: &str,
+    value: Option<&str>,
+    default: Duration,
+    non_zero: bool,
+) -> Duration {
+    let Some(text) = value else {
+        return default;
+    };
+    match parse_duration(text) {
+        Ok(d) if non_zero && d.is_zero() => {
+            errs.push(path, format!("{} must be greater than 0", q(text)));
+            default
+        }
+        Ok(d) => d,
+        Err(e) => {
+            errs.push(path, format!("{} is not a duration: {e}", q(text)));
+            default
+        }
+    }
+}
+
+fn count(errs: &mut Errors, path: &str, value: Option<i64>, default: usize, min: usize) -> usize {
+    let Some(n) = value else {
+        return default;
+    };
+    match usize::try_from(n) {
+        Ok(n) if n >= min => n,
+        _ => {
+            errs.push(path, format!("{n} must be at least {min}"));
+            default
+        }
+    }
+}
+
+fn socket_addr(errs: &mut Errors, path: &str, value: &str) -> Option<SocketAddr> {
+    let addr = value.parse().ok();
+    if addr.is_none() {
+        errs.push(
+            path,
+            format!("{} is not a socket address (ip:port)", q(value)),
+        );
+    }
+    addr
+}
+
+fn admin(errs: &mut Errors, raw: &RawAdmin) -> AdminConfig {
+    let listen = match raw.listen.as_deref() {
         Some("") => None,
-        Some(text) => socket_addr(r, "admin.listen".into(), text),
-        None => DEFAULT_ADMIN.parse().ok(),
+        Some(text) => socket_addr(errs, "admin.listen", text),
+        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
     };
     AdminConfig { listen }
 }
 
-fn telemetry(r: &mut Reader, t: &Table) -> TelemetryConfig {
-    let p = "telemetry";
-    r.known_keys(
-        t,
-        p,
-        &[
-            "service_name",
-            "otlp_endpoint",
-            "otlp_protocol",
-            "sampler",
-            "span_queue",
-            "log_spans",
-        ],
-    );
-    let service_name = match r.str(t, p, "service_name") {
-        Some("") => {
-            r.error("telemetry.service_name", "must not be empty");
-            "tracebridge".to_owned()
-        }
-        Some(s) => s.to_owned(),
-        None => "tracebridge".to_owned(),
+fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
+    let service_name = match raw.service_name.as_deref() {
+        None => DEFAULT_SERVICE_NAME,
+        Some(name) => errs
+            .required("telemetry.service_name", Some(name))
+            .unwrap_or(DEFAULT_SERVICE_NAME),
     };
-    let otlp_endpoint = r.str(t, p, "otlp_endpoint").and_then(|e| {
-        if e.starts_with("http://") || e.starts_with("https://") {
-            Some(e.to_owned())
-        } else {
-            r.error(
+    if let Some(endpoint) = raw.otlp_endpoint.as_deref() {
+        let rest = endpoint
+            .strip_prefix("http://")
+            .or_else(|| endpoint.strip_prefix("https://"));
+        match rest {
+            None => errs.push(
                 "telemetry.otlp_endpoint",
-                format!("{e:?} must start with http:// or https://"),
-            );
-            None
+                format!("{} does not start with http:// or https://", q(endpoint)),
+            ),
+            Some("") => errs.push(
+                "telemetry.otlp_endpoint",
+                format!("{} has no host", q(endpoint)),
+            ),
+            Some(_) => {}
         }
-    });
-    let otlp_protocol = one_of(
-        r,
-        t,
-        p,
-        "otlp_protocol",
-        &[
-            ("grpc", OtlpProtocol::Grpc),
-            ("http/protobuf", OtlpProtocol::HttpProtobuf),
-        ],
-    )
-    .unwrap_or(OtlpProtocol::Grpc);
-    let mut ratio = 1.0;
-    if let Some(s) = r.table(t, p, "sampler") {
-        let sp = "telemetry.sampler";
-        r.known_keys(s, sp, &["kind", "ratio"]);
-        one_of(r, s, sp, "kind", &[("parent_ratio", ())]);
-        if let Some(v) = r.float(s, sp, "ratio") {
-            if (0.0..=1.0).contains(&v) {
-                ratio = v;
+    }
+    let otlp_protocol = raw
+        .otlp_protocol
+        .as_deref()
+        .and_then(|p| {
+            choice(
+                errs,
+                "telemetry.otlp_protocol",
+                p,
+                "otlp_protocol",
+                OTLP_PROTOCOLS,
+            )
+        })
+        .unwrap_or(OtlpProtocol::Grpc);
+    let mut ratio = DEFAULT_RATIO;
+    if let Some(sampler) = &raw.sampler {
+        if let Some(kind) = sampler.kind.as_deref() {
+            choice(
+                errs,
+                "telemetry.sampler.kind",
+                kind,
+                "sampler kind",
+                SAMPLER_KINDS,
+            );
+        }
+        if let Some(r) = sampler.ratio {
+            if (0.0..=1.0).contains(&r) {
+                ratio = r;
             } else {
-                r.error(
+                errs.push(
                     "telemetry.sampler.ratio",
-                    format!("{v} is outside 0.0..=1.0"),
+                    format!("{r:?} is outside 0.0..=1.0"),
                 );
             }
         }
     }
     TelemetryConfig {
-        service_name,
-        otlp_endpoint,
+        service_name: service_name.to_owned(),
+        otlp_endpoint: raw.otlp_endpoint.clone(),
         otlp_protocol,
         sampler: SamplerConfig::ParentRatio { ratio },
-        span_queue: positive(r, t, p, "span_queue", 4096, 1),
-        log_spans: r.bool(t, p, "log_spans").unwrap_or(false),
+        span_queue: count(
+            errs,
+            "telemetry.span_queue",
+            raw.span_queue,
+            DEFAULT_SPAN_QUEUE,
+            1,
+        ),
+        log_spans: raw.log_spans.unwrap_or(false),
     }
 }
 
-fn formats(r: &mut Reader, t: &Table, key: &str, default: &[Format]) -> Vec<Format> {
-    let Some(items) = r.strings(t, "propagation", key) else {
+fn propagation(errs: &mut Errors, raw: &RawPropagation) -> PropagationConfig {
+    let on_missing = raw
+        .on_missing
+        .as_deref()
+        .and_then(|v| choice(errs, "propagation.on_missing", v, "on_missing", ON_MISSING))
+        .unwrap_or(OnMissing::Start);
+    PropagationConfig {
+        extract: formats(
+            errs,
+            "propagation.extract",
+            raw.extract.as_deref(),
+            &DEFAULT_EXTRACT,
+        ),
+        inject: formats(
+            errs,
+            "propagation.inject",
+            raw.inject.as_deref(),
+            &DEFAULT_INJECT,
+        ),
+        on_missing,
+    }
+}
+
+/// A list of trace formats; an empty list is allowed (nothing extracted / injected).
+fn formats(
+    errs: &mut Errors,
+    path: &str,
+    names: Option<&[String]>,
+    default: &[Format],
+) -> Vec<Format> {
+    let Some(names) = names else {
         return default.to_vec();
     };
-    let mut out = Vec::new();
-    for (path, name) in items {
+    let known: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+    let mut out = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let item = format!("{path}[{i}]");
         match Format::from_name(name) {
-            Some(f) if out.contains(&f) => r.error(path, format!("{name:?} is listed twice")),
+            Some(f) if out.contains(&f) => errs.push(item, format!("{} is listed twice", q(name))),
             Some(f) => out.push(f),
-            None => {
-                let known: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
-                r.error(
-                    path,
-                    format!(
-                        "{name:?} is not a known format (known: {})",
-                        known.join(", ")
-                    ),
-                );
-            }
+            None => errs.push(
+                item,
+                format!(
+                    "{} is not a known format (known: {})",
+                    q(name),
+                    known.join(", ")
+                ),
+            ),
         }
     }
     out
 }
 
-const ON_MISSING: [(&str, OnMissing); 3] = [
-    ("start", OnMissing::Start),
-    ("reject", OnMissing::Reject),
-    ("pass", OnMissing::Pass),
-];
-
-fn propagation(r: &mut Reader, t: &Table) -> PropagationConfig {
-    r.known_keys(t, "propagation", &["extract", "inject", "on_missing"]);
-    PropagationConfig {
-        extract: formats(r, t, "extract", &DEFAULT_EXTRACT),
-        inject: formats(r, t, "inject", &[Format::W3c]),
-        on_missing: one_of(r, t, "propagation", "on_missing", &ON_MISSING)
-            .unwrap_or(OnMissing::Start),
+fn listeners(
+    errs: &mut Errors,
+    raw: &[RawListener],
+    admin: Option<SocketAddr>,
+) -> Vec<ListenerConfig> {
+    if raw.is_empty() {
+        errs.push("listeners", "empty; at least one [[listeners]] is required");
     }
-}
-
-fn shutdown(r: &mut Reader, t: &Table) -> ShutdownConfig {
-    r.known_keys(t, "shutdown", &["drain_timeout"]);
-    ShutdownConfig {
-        drain_timeout: duration(r, t, "shutdown", "drain_timeout", Duration::from_secs(30)),
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
+    if let Some(addr) = admin {
+        addresses.insert(addr, "admin.listen".to_owned());
     }
-}
-
-fn required_name(r: &mut Reader, t: &Table, path: &str, seen: &mut Vec<String>) -> Option<String> {
-    match r.str(t, path, "name") {
-        None if !t.contains_key("name") => {
-            r.error(join(path, "name"), "missing");
-            None
-        }
-        None => None,
-        Some("") => {
-            r.error(join(path, "name"), "must not be empty");
-            None
-        }
-        Some(n) if seen.iter().any(|s| s == n) => {
-            r.error(join(path, "name"), format!("{n:?} is used twice"));
-            None
-        }
-        Some(n) => {
-            seen.push(n.to_owned());
-            Some(n.to_owned())
-        }
-    }
-}
-
-fn listeners(r: &mut Reader, doc: &Table) -> Vec<ListenerConfig> {
-    let items = r.tables(doc, "listeners");
-    if items.is_empty() && !r.errors.iter().any(|e| e.path.starts_with("listeners")) {
-        r.error("listeners", "at least one [[listeners]] is required");
-    }
-    let mut names = Vec::new();
-    let mut out: Vec<ListenerConfig> = Vec::new();
-    for (p, t) in items {
-        r.known_keys(
-            t,
-            &p,
-            &[
-                "name",
-                "protocol",
-                "address",
-                "max_connections",
-                "header_timeout",
-            ],
-        );
-        let name = required_name(r, t, &p, &mut names);
-        let protocol = one_of(
-            r,
-            t,
-            &p,
-            "protocol",
-            &[
-                ("http", ListenerProtocol::Http),
-                ("thrift", ListenerProtocol::Thrift),
-            ],
-        );
-        if !t.contains_key("protocol") {
-            r.error(join(&p, "protocol"), "missing (http or thrift)");
-        }
-        let address = match r.str(t, &p, "address") {
-            Some(a) => socket_addr(r, join(&p, "address"), a),
-            None => {
-                if !t.contains_key("address") {
-                    r.error(join(&p, "address"), "missing");
-                }
-                None
-            }
-        };
-        if let Some(a) = address.filter(|a| a.port() != 0) {
-            if out.iter().any(|l| l.address == a) {
-                r.error(
-                    join(&p, "address"),
-                    format!("\"{a}\" is already used by another listener"),
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, l) in raw.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        let name = errs.required(&format!("{at}.name"), l.name.as_deref());
+        if let Some(name) = name {
+            if let Some(first) = names.get(name) {
+                errs.push(
+                    format!("{at}.name"),
+                    format!("{} is already defined (listeners[{first}])", q(name)),
                 );
+            } else {
+                names.insert(name, i);
             }
         }
-        let max_connections = positive(r, t, &p, "max_connections", 10_000, 1);
-        let header_timeout = duration(r, t, &p, "header_timeout", Duration::from_secs(30));
+        let protocol = errs
+            .required(&format!("{at}.protocol"), l.protocol.as_deref())
+            .and_then(|p| {
+                choice(
+                    errs,
+                    &format!("{at}.protocol"),
+                    p,
+                    "listener protocol",
+                    LISTENER_PROTOCOLS,
+                )
+            });
+        let address = errs
+            .required(&format!("{at}.address"), l.address.as_deref())
+            .and_then(|a| socket_addr(errs, &format!("{at}.address"), a));
+        if let Some(addr) = address.filter(|a| a.port() != 0) {
+            if let Some(first) = addresses.get(&addr) {
+                errs.push(
+                    format!("{at}.address"),
+                    format!("{} is already used by {first}", q(&addr.to_string())),
+                );
+            } else {
+                addresses.insert(addr, at.clone());
+            }
+        }
+        let max_connections = count(
+            errs,
+            &format!("{at}.max_connections"),
+            l.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1,
+        );
+        let header_timeout = duration(
+            errs,
+            &format!("{at}.header_timeout"),
+            l.header_timeout.as_deref(),
+            DEFAULT_HEADER_TIMEOUT,
+            true,
+        );
         if let (Some(name), Some(protocol), Some(address)) = (name, protocol, address) {
             out.push(ListenerConfig {
-                name,
+                name: name.to_owned(),
                 protocol,
                 address,
                 max_connections,
@@ -333,194 +416,80 @@ fn listeners(r: &mut Reader, doc: &Table) -> Vec<ListenerConfig> {
     out
 }
 
-fn upstreams(r: &mut Reader, doc: &Table) -> Vec<UpstreamConfig> {
-    let mut names = Vec::new();
-    let mut out = Vec::new();
-    for (p, t) in r.tables(doc, "upstreams") {
-        r.known_keys(
-            t,
-            &p,
-            &[
-                "name",
-                "protocol",
-                "transport",
-                "thrift_protocol",
-                "endpoints",
-                "connect_timeout",
-                "pool_idle_per_endpoint",
-            ],
-        );
-        let name = required_name(r, t, &p, &mut names);
-        let protocol = one_of(
-            r,
-            t,
-            &p,
-            "protocol",
-            &[
-                ("http", UpstreamProtocol::Http),
-                ("h2c", UpstreamProtocol::H2c),
-                ("grpc", UpstreamProtocol::Grpc),
-                ("thrift", UpstreamProtocol::Thrift),
-            ],
-        );
-        if !t.contains_key("protocol") {
-            r.error(join(&p, "protocol"), "missing (http, h2c, grpc or thrift)");
-        }
-        let transport = one_of(
-            r,
-            t,
-            &p,
-            "transport",
-            &[
-                ("header", ThriftTransport::Header),
-                ("framed", ThriftTransport::Framed),
-                ("unframed", ThriftTransport::Unframed),
-            ],
-        );
-        let thrift_protocol = one_of(
-            r,
-            t,
-            &p,
-            "thrift_protocol",
-            &[
-                ("binary", ThriftProtocol::Binary),
-                ("compact", ThriftProtocol::Compact),
-            ],
-        );
-        let is_thrift = protocol == Some(UpstreamProtocol::Thrift);
-        for key in ["transport", "thrift_protocol"] {
-            if t.contains_key(key) && protocol.is_some() && !is_thrift {
-                r.error(join(&p, key), "only applies to thrift upstreams");
-            }
-        }
-        let mut endpoints = Vec::new();
-        match r.strings(t, &p, "endpoints") {
-            None if !t.contains_key("endpoints") => r.error(join(&p, "endpoints"), "missing"),
-            None => {}
-            Some(items) if items.is_empty() => {
-                r.error(join(&p, "endpoints"), "empty: list at least one host:port")
-            }
-            Some(items) => {
-                for (ep, e) in items {
-                    let ok = e.rsplit_once(':').is_some_and(|(host, port)| {
-                        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-                    });
-                    if ok {
-                        endpoints.push(e.to_owned());
-                    } else {
-                        r.error(ep, format!("{e:?} is not host:port"));
-                    }
-                }
-            }
-        }
-        let connect_timeout = duration(r, t, &p, "connect_timeout", Duration::from_secs(5));
-        let pool_idle_per_endpoint = positive(r, t, &p, "pool_idle_per_endpoint", 64, 0);
-        if let (Some(name), Some(protocol)) = (name, protocol) {
-            out.push(UpstreamConfig {
-                name,
-                protocol,
-                transport: if is_thrift {
-                    Some(transport.unwrap_or(ThriftTransport::Header))
-                } else {
-                    None
-                },
-                thrift_protocol: if is_thrift {
-                    Some(thrift_protocol.unwrap_or(ThriftProtocol::Binary))
-                } else {
-                    None
-                },
-                endpoints,
-                connect_timeout,
-                pool_idle_per_endpoint,
+fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
+    // Listener name → protocol (`None` when its protocol is itself invalid); the first
+    // definition wins, duplicates are reported with the listeners.
+    let mut listeners: Vec<(&str, Option<ListenerProtocol>)> = Vec::new();
+    for l in &raw.listeners {
+        if let Some(name) = l.name.as_deref() {
+            let protocol = l.protocol.as_deref().and_then(|p| {
+                LISTENER_PROTOCOLS
+                    .iter()
+                    .find(|(n, _)| *n == p)
+                    .map(|(_, v)| *v)
             });
+            if !listeners.iter().any(|(n, _)| *n == name) {
+                listeners.push((name, protocol));
+            }
         }
     }
-    out
-}
-
-fn routes(
-    r: &mut Reader,
-    doc: &Table,
-    listeners: &[ListenerConfig],
-    upstreams: &[UpstreamConfig],
-) -> Vec<RouteConfig> {
-    let mut names = Vec::new();
-    let mut out = Vec::new();
-    for (index, (p, t)) in r.tables(doc, "routes").into_iter().enumerate() {
-        r.known_keys(
-            t,
-            &p,
-            &[
-                "name",
-                "listener",
-                "match",
-                "upstream",
-                "timeout",
-                "on_missing",
-            ],
+    let upstreams: Vec<Option<&str>> = raw.upstreams.iter().map(|u| u.name.as_deref()).collect();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let listener = errs
+            .required(&format!("{at}.listener"), r.listener.as_deref())
+            .and_then(|name| {
+                let found = listeners.iter().find(|(n, _)| *n == name);
+                if found.is_none() {
+                    errs.push(
+                        format!("{at}.listener"),
+                        format!("{} is not a defined listener", q(name)),
+                    );
+                }
+                found.map(|(n, p)| (*n, *p))
+            });
+        let name = match r.name.as_deref() {
+            Some(name) => errs
+                .required(&format!("{at}.name"), Some(name))
+                .map(str::to_owned),
+            None => r.listener.as_deref().map(|l| format!("{l}#{i}")),
+        };
+        if let Some(name) = &name {
+            if let Some(first) = names.get(name) {
+                errs.push(
+                    format!("{at}.name"),
+                    format!("{} is already defined (routes[{first}])", q(name)),
+                );
+            } else {
+                names.insert(name.clone(), i);
+            }
+        }
+        let matcher = route_match(errs, &at, &r.matcher, listener);
+        let upstream = errs
+            .required(&format!("{at}.upstream"), r.upstream.as_deref())
+            .and_then(|name| upstream_index(errs, &at, name, &upstreams));
+        let timeout = duration(
+            errs,
+            &format!("{at}.timeout"),
+            r.timeout.as_deref(),
+            DEFAULT_ROUTE_TIMEOUT,
+            true,
         );
-        let listener = r.str(t, &p, "listener").map(str::to_owned);
-        let name = if t.contains_key("name") {
-            required_name(r, t, &p, &mut names)
-        } else {
-            Some(format!(
-                "{}#{index}",
-                listener.as_deref().unwrap_or("route")
-            ))
-        };
-        let listener_cfg = match &listener {
-            None => {
-                if !t.contains_key("listener") {
-                    r.error(join(&p, "listener"), "missing");
-                }
-                None
-            }
-            Some(l) => {
-                let found = listeners.iter().find(|x| &x.name == l);
-                if found.is_none() {
-                    let defined: Vec<String> =
-                        listeners.iter().map(|x| format!("{:?}", x.name)).collect();
-                    r.error(
-                        join(&p, "listener"),
-                        format!(
-                            "{l:?} is not a defined listener (defined: {})",
-                            defined.join(", ")
-                        ),
-                    );
-                }
-                found
-            }
-        };
-        let upstream = match r.str(t, &p, "upstream") {
-            None => {
-                if !t.contains_key("upstream") {
-                    r.error(join(&p, "upstream"), "missing");
-                }
-                None
-            }
-            Some(u) => {
-                let found = upstreams.iter().position(|x| x.name == u);
-                if found.is_none() {
-                    let defined: Vec<String> =
-                        upstreams.iter().map(|x| format!("{:?}", x.name)).collect();
-                    r.error(
-                        join(&p, "upstream"),
-                        format!(
-                            "{u:?} is not a defined upstream (defined: {})",
-                            defined.join(", ")
-                        ),
-                    );
-                }
-                found
-            }
-        };
-        let matcher = route_match(r, t, &p, listener_cfg.map(|l| l.protocol));
-        let timeout = duration(r, t, &p, "timeout", Duration::from_secs(30));
-        let on_missing = one_of(r, t, &p, "on_missing", &ON_MISSING);
-        if let (Some(name), Some(listener), Some(upstream)) = (name, listener, upstream) {
+        let on_missing = r.on_missing.as_deref().and_then(|v| {
+            choice(
+                errs,
+                &format!("{at}.on_missing"),
+                v,
+                "on_missing",
+                ON_MISSING,
+            )
+        });
+        if let (Some(name), Some((listener, _)), Some(upstream)) = (name, listener, upstream) {
             out.push(RouteConfig {
                 name,
-                listener,
+                listener: listener.to_owned(),
                 matcher,
                 upstream,
                 timeout,
@@ -531,67 +500,443 @@ fn routes(
     out
 }
 
-fn route_match(
-    r: &mut Reader,
-    t: &Table,
-    p: &str,
-    protocol: Option<ListenerProtocol>,
-) -> RouteMatch {
-    let Some(m) = r.table(t, p, "match") else {
-        return RouteMatch::default();
-    };
-    let mp = join(p, "match");
-    r.known_keys(
-        m,
-        &mp,
-        &[
-            "host",
-            "path_prefix",
-            "headers",
-            "query",
-            "grpc_service",
-            "thrift_method",
-        ],
-    );
-    let path_prefix = r.str(m, &mp, "path_prefix").and_then(|s| {
-        if s.starts_with('/') {
-            Some(s.to_owned())
-        } else {
-            r.error(
-                join(&mp, "path_prefix"),
-                format!("{s:?} must start with \"/\""),
-            );
-            None
-        }
-    });
-    let headers = r
-        .string_map(m, &mp, "headers")
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
-    let matcher = RouteMatch {
-        host: r.str(m, &mp, "host").map(str::to_owned),
-        path_prefix,
-        headers,
-        query: r.string_map(m, &mp, "query"),
-        grpc_service: r.str(m, &mp, "grpc_service").map(str::to_owned),
-        thrift_method: r.str(m, &mp, "thrift_method").map(str::to_owned),
-    };
-    match protocol {
-        Some(ListenerProtocol::Http) if m.contains_key("thrift_method") => {
-            r.error(
-                join(&mp, "thrift_method"),
-                "only applies to routes of thrift listeners",
-            );
-        }
-        Some(ListenerProtocol::Thrift) => {
-            for key in ["host", "path_prefix", "headers", "query", "grpc_service"] {
-                if m.contains_key(key) {
-                    r.error(join(&mp, key), "only applies to routes of http listeners");
-                }
+fn upstream_index(
+    errs: &mut Errors,
+    at: &str,
+    name: &str,
+    upstreams: &[Option<&str>],
+) -> Option<usize> {
+    let found = upstreams.iter().position(|u| *u == Some(name));
+    if found.is_none() {
+        let mut defined: Vec<String> = Vec::new();
+        for name in upstreams.iter().flatten().map(|u| q(u)) {
+            if !defined.contains(&name) {
+                defined.push(name);
             }
         }
-        _ => {}
+        let defined = if defined.is_empty() {
+            "none".to_owned()
+        } else {
+            defined.join(", ")
+        };
+        errs.push(
+            format!("{at}.upstream"),
+            format!("{} is not a defined upstream (defined: {defined})", q(name)),
+        );
     }
-    matcher
+    found
+}
+
+/// Checks a route's `match`; conditions that the route's listener protocol cannot see are
+/// errors (a `thrift_method` on an http listener would never match).
+fn route_match(
+    errs: &mut Errors,
+    at: &str,
+    raw: &RawMatch,
+    listener: Option<(&str, Option<ListenerProtocol>)>,
+) -> RouteMatch {
+    let at = format!("{at}.match");
+    let protocol = listener.and_then(|(name, p)| p.map(|p| (name, p)));
+    let http_only = [
+        ("host", raw.host.as_deref()),
+        ("path_prefix", raw.path_prefix.as_deref()),
+        ("grpc_service", raw.grpc_service.as_deref()),
+        ("query", raw.query.keys().next().map(String::as_str)),
+    ];
+    if let Some((name, ListenerProtocol::Thrift)) = protocol {
+        for (key, value) in http_only {
+            if let Some(value) = value {
+                errs.push(
+                    format!("{at}.{key}"),
+                    format!(
+                        "{} needs an http listener ({} is thrift)",
+                        q(value),
+                        q(name)
+                    ),
+                );
+            }
+        }
+    }
+    if let (Some((name, ListenerProtocol::Http)), Some(method)) = (protocol, &raw.thrift_method) {
+        errs.push(
+            format!("{at}.thrift_method"),
+            format!(
+                "{} needs a thrift listener ({} is http)",
+                q(method),
+                q(name)
+            ),
+        );
+    }
+    for (key, value) in [
+        ("host", &raw.host),
+        ("grpc_service", &raw.grpc_service),
+        ("thrift_method", &raw.thrift_method),
+    ] {
+        if value.as_deref() == Some("") {
+            errs.push(format!("{at}.{key}"), "empty");
+        }
+    }
+    if let Some(prefix) = raw.path_prefix.as_deref()
+        && !prefix.starts_with('/')
+    {
+        errs.push(
+            format!("{at}.path_prefix"),
+            format!("{} does not start with \"/\"", q(prefix)),
+        );
+    }
+    RouteMatch {
+        host: raw.host.clone(),
+        path_prefix: raw.path_prefix.clone(),
+        headers: headers(errs, &at, &raw.headers),
+        query: raw.query.clone().into_iter().collect(),
+        grpc_service: raw.grpc_service.clone(),
+        thrift_method: raw.thrift_method.clone(),
+    }
+}
+
+/// Header conditions with names lower-cased; names and values must be valid HTTP.
+fn headers(errs: &mut Errors, at: &str, raw: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        let lower = name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            errs.push(
+                format!("{at}.headers"),
+                format!("{} is not a valid header name", q(name)),
+            );
+            continue;
+        }
+        let path = format!("{at}.headers.{lower}");
+        if http::HeaderValue::from_str(value).is_err() {
+            errs.push(path, format!("{} is not a valid header value", q(value)));
+        } else if out.iter().any(|(n, _)| *n == lower) {
+            errs.push(
+                path,
+                format!(
+                    "{} is given twice (header names are case-insensitive)",
+                    q(name)
+                ),
+            );
+        } else {
+            out.push((lower, value.clone()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn upstreams(errs: &mut Errors, raw: &[RawUpstream]) -> Vec<UpstreamConfig> {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, u) in raw.iter().enumerate() {
+        let at = format!("upstreams[{i}]");
+        let name = errs.required(&format!("{at}.name"), u.name.as_deref());
+        if let Some(name) = name {
+            if let Some(first) = names.get(name) {
+                errs.push(
+                    format!("{at}.name"),
+                    format!("{} is already defined (upstreams[{first}])", q(name)),
+                );
+            } else {
+                names.insert(name, i);
+            }
+        }
+        let protocol = errs
+            .required(&format!("{at}.protocol"), u.protocol.as_deref())
+            .and_then(|p| {
+                choice(
+                    errs,
+                    &format!("{at}.protocol"),
+                    p,
+                    "upstream protocol",
+                    UPSTREAM_PROTOCOLS,
+                )
+            });
+        let (transport, thrift_protocol) = thrift_options(errs, &at, u, protocol);
+        let endpoints = endpoints(errs, &at, u.endpoints.as_deref());
+        let connect_timeout = duration(
+            errs,
+            &format!("{at}.connect_timeout"),
+            u.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            true,
+        );
+        let pool_idle_per_endpoint = count(
+            errs,
+            &format!("{at}.pool_idle_per_endpoint"),
+            u.pool_idle_per_endpoint,
+            DEFAULT_POOL_IDLE,
+            0,
+        );
+        if let (Some(name), Some(protocol)) = (name, protocol) {
+            out.push(UpstreamConfig {
+                name: name.to_owned(),
+                protocol,
+                transport,
+                thrift_protocol,
+                endpoints,
+                connect_timeout,
+                pool_idle_per_endpoint,
+            });
+        }
+    }
+    out
+}
+
+/// `transport` and `thrift_protocol`: defaulted on thrift upstreams, errors elsewhere.
+fn thrift_options(
+    errs: &mut Errors,
+    at: &str,
+    u: &RawUpstream,
+    protocol: Option<UpstreamProtocol>,
+) -> (Option<ThriftTransport>, Option<ThriftProtocol>) {
+    let transport_path = format!("{at}.transport");
+    let protocol_path = format!("{at}.thrift_protocol");
+    match protocol {
+        Some(UpstreamProtocol::Thrift) => {
+            let transport = match u.transport.as_deref() {
+                Some(t) => choice(
+                    errs,
+                    &transport_path,
+                    t,
+                    "thrift transport",
+                    THRIFT_TRANSPORTS,
+                ),
+                None => Some(ThriftTransport::Header),
+            };
+            let thrift_protocol = match u.thrift_protocol.as_deref() {
+                Some(p) => choice(errs, &protocol_path, p, "thrift protocol", THRIFT_PROTOCOLS),
+                None => Some(ThriftProtocol::Binary),
+            };
+            (transport, thrift_protocol)
+        }
+        Some(_) => {
+            let given = u.protocol.as_deref().unwrap_or_default();
+            for (path, value) in [
+                (transport_path, &u.transport),
+                (protocol_path, &u.thrift_protocol),
+            ] {
+                if let Some(value) = value {
+                    errs.push(
+                        path,
+                        format!(
+                            "{} is only for thrift upstreams (protocol is {})",
+                            q(value),
+                            q(given)
+                        ),
+                    );
+                }
+            }
+            (None, None)
+        }
+        // The protocol is already reported; checking these against it would only add noise.
+        None => (None, None),
+    }
+}
+
+fn endpoints(errs: &mut Errors, at: &str, raw: Option<&[String]>) -> Vec<String> {
+    let path = format!("{at}.endpoints");
+    match raw {
+        None => errs.push(path, "missing (required)"),
+        Some([]) => errs.push(path, "empty"),
+        Some(list) => {
+            for (i, endpoint) in list.iter().enumerate() {
+                if !is_host_port(endpoint) {
+                    errs.push(
+                        format!("{path}[{i}]"),
+                        format!("{} is not host:port", q(endpoint)),
+                    );
+                }
+            }
+            return list.to_vec();
+        }
+    }
+    Vec::new()
+}
+
+/// `host:port` with a DNS name or IPv4 host, or `[ipv6]:port`; port 1..=65535.
+fn is_host_port(text: &str) -> bool {
+    let (host_ok, port) = if let Some(rest) = text.strip_prefix('[') {
+        match rest.split_once("]:") {
+            Some((host, port)) => (host.parse::<Ipv6Addr>().is_ok(), port),
+            None => return false,
+        }
+    } else {
+        match text.rsplit_once(':') {
+            Some((host, port)) => (
+                !host.is_empty()
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')),
+                port,
+            ),
+            None => return false,
+        }
+    };
+    host_ok
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    const MINIMAL: &str = r#"
+[[listeners]]
+name = "edge"
+protocol = "http"
+address = "127.0.0.1:0"
+
+[[routes]]
+listener = "edge"
+upstream = "users"
+
+[[upstreams]]
+name = "users"
+protocol = "http"
+endpoints = ["127.0.0.1:9191"]
+"#;
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse(text) {
+            Ok(config) => panic!("expected errors, parsed {config:?}"),
+            Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_config() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.admin.listen, Some("127.0.0.1:9901".parse().unwrap()));
+        assert_eq!(c.telemetry.service_name, "tracebridge");
+        assert_eq!(c.telemetry.otlp_endpoint, None);
+        assert_eq!(c.telemetry.otlp_protocol, OtlpProtocol::Grpc);
+        assert_eq!(
+            c.telemetry.sampler,
+            SamplerConfig::ParentRatio { ratio: 1.0 }
+        );
+        assert_eq!(c.telemetry.span_queue, 4096);
+        assert!(!c.telemetry.log_spans);
+        assert_eq!(c.propagation.extract, DEFAULT_EXTRACT.to_vec());
+        assert_eq!(c.propagation.inject, vec![Format::W3c]);
+        assert_eq!(c.propagation.on_missing, OnMissing::Start);
+        assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.listeners[0].max_connections, 10_000);
+        assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
+        let route = &c.routes[0];
+        assert_eq!(route.name, "edge#0");
+        assert_eq!(route.matcher, RouteMatch::default());
+        assert_eq!(route.upstream, 0);
+        assert_eq!(route.timeout, Duration::from_secs(30));
+        assert_eq!(route.on_missing, None);
+        let u = &c.upstreams[0];
+        assert_eq!((u.transport, u.thrift_protocol), (None, None));
+        assert_eq!(u.connect_timeout, Duration::from_secs(5));
+        assert_eq!(u.pool_idle_per_endpoint, 64);
+    }
+
+    #[test]
+    fn thrift_upstream_defaults_to_header_binary() {
+        let text = MINIMAL.replace(
+            "protocol = \"http\"\nendpoints",
+            "protocol = \"thrift\"\nendpoints",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::Thrift);
+        assert_eq!(c.upstreams[0].transport, Some(ThriftTransport::Header));
+        assert_eq!(c.upstreams[0].thrift_protocol, Some(ThriftProtocol::Binary));
+    }
+
+    #[test]
+    fn empty_admin_listen_disables_and_empty_lists_are_allowed() {
+        let text =
+            format!("[admin]\nlisten = \"\"\n[propagation]\nextract = []\ninject = []\n{MINIMAL}");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.admin.listen, None);
+        assert!(c.propagation.extract.is_empty());
+        assert!(c.propagation.inject.is_empty());
+    }
+
+    #[test]
+    fn headers_are_lower_cased() {
+        let text = MINIMAL.replace(
+            "upstream = \"users\"\n\n",
+            "upstream = \"users\"\nmatch = { headers = { \"X-B\" = \"1\", \"x-a\" = \"2\" } }\n\n",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.routes[0].matcher.headers,
+            vec![
+                ("x-a".to_owned(), "2".to_owned()),
+                ("x-b".to_owned(), "1".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn header_checks() {
+        let text = MINIMAL.replace(
+            "upstream = \"users\"\n\n",
+            "upstream = \"users\"\nmatch = { headers = { \"X-A\" = \"1\", \"x-a\" = \"2\", \"bad name\" = \"v\", \"x-v\" = \"a\\nb\" } }\n\n",
+        );
+        assert_eq!(
+            errors_of(&text),
+            vec![
+                r#"routes[0].match.headers: "bad name" is not a valid header name"#,
+                r#"routes[0].match.headers.x-a: "x-a" is given twice (header names are case-insensitive)"#,
+                r#"routes[0].match.headers.x-v: "a\nb" is not a valid header value"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_required_keys_are_all_reported() {
+        let text = "[[listeners]]\n[[routes]]\n[[upstreams]]\n";
+        assert_eq!(
+            errors_of(text),
+            vec![
+                "listeners[0].name: missing (required)",
+                "listeners[0].protocol: missing (required)",
+                "listeners[0].address: missing (required)",
+                "routes[0].listener: missing (required)",
+                "routes[0].upstream: missing (required)",
+                "upstreams[0].name: missing (required)",
+                "upstreams[0].protocol: missing (required)",
+                "upstreams[0].endpoints: missing (required)",
+            ]
+        );
+    }
+
+    #[test]
+    fn host_port_forms() {
+        for ok in [
+            "a:1",
+            "users.svc.cluster.local:8080",
+            "10.0.0.1:65535",
+            "[::1]:80",
+            "my_host:9",
+        ] {
+            assert!(is_host_port(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            ":80",
+            "a:",
+            "a:0",
+            "a:65536",
+            "a:+80",
+            "http://a:80",
+            "a b:1",
+            "[::1]80",
+            "[zz]:80",
+            "::1:80",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
 }
