@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench propagation`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -3,6 +3,7 @@
 //! the configured formats into the headers (HTTP) or a THeader info list, with a counting
 //! global allocator.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 // A global allocator needs `unsafe impl GlobalAlloc`; the crate denies unsafe code, this test
 // binary alone allows it for the counting wrapper around the system allocator.
 #![allow(unsafe_code)]

@@ -2,6 +2,8 @@
 //! Table-driven transparency (what the client sends, what the upstream receives, what the
 //! client gets back) over HTTP/1.1 and h2c, trace enforcement, errors, streaming and drain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! The Thrift upstream pool against an in-process Thrift server that answers out of order:
 //! calls from many tasks share one connection and each gets its own reply.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};

@@ -273,7 +273,10 @@ mod tests {
             .replace("{USERS}", "127.0.0.1:9");
         let cfg = config::parse(&text).unwrap();
         assert_eq!(cfg.routes.len(), 2);
-        assert_eq!(cfg.routes[0].on_missing, Some(crate::config::OnMissing::Reject));
+        assert_eq!(
+            cfg.routes[0].on_missing,
+            Some(crate::config::OnMissing::Reject)
+        );
         assert!(cfg.telemetry.log_spans);
     }
 }

@@ -120,7 +120,10 @@ mod tests {
 
     #[test]
     fn counts_own_hops() {
-        let h = map(&[("via", "1.1 tracebridge, 1.1 edge"), ("via", "2 tracebridge")]);
+        let h = map(&[
+            ("via", "1.1 tracebridge, 1.1 edge"),
+            ("via", "2 tracebridge"),
+        ]);
         assert_eq!(own_hops(&h), 2);
         assert_eq!(own_hops(&HeaderMap::new()), 0);
     }

@@ -183,8 +183,16 @@ pub async fn handle(
             Side::Downstream,
             format!("request crossed this gateway {MAX_OWN_HOPS} times: routing loop"),
         );
-        stage.metrics.error(&stage.listener, err.kind.as_str(), err.side.as_str());
-        stage.metrics.request(&stage.listener, &route.name, "http", err.kind.http_status_str(), started.elapsed());
+        stage
+            .metrics
+            .error(&stage.listener, err.kind.as_str(), err.side.as_str());
+        stage.metrics.request(
+            &stage.listener,
+            &route.name,
+            "http",
+            err.kind.http_status_str(),
+            started.elapsed(),
+        );
         return error_response(&err, None);
     }
 

@@ -68,15 +68,15 @@ impl<T> Router<T> {
 }
 
 fn matches_http(m: &RouteMatch, req: &HttpRequestView<'_>) -> bool {
-    if let Some(host) = &m.host {
-        if !req.host.is_some_and(|h| h.eq_ignore_ascii_case(host)) {
-            return false;
-        }
+    if let Some(host) = &m.host
+        && !req.host.is_some_and(|h| h.eq_ignore_ascii_case(host))
+    {
+        return false;
     }
-    if let Some(prefix) = &m.path_prefix {
-        if !path_has_prefix(req.path, prefix) {
-            return false;
-        }
+    if let Some(prefix) = &m.path_prefix
+        && !path_has_prefix(req.path, prefix)
+    {
+        return false;
     }
     let headers_ok = m.headers.iter().all(|(name, value)| {
         req.headers
@@ -184,7 +184,8 @@ mod tests {
     #[test]
     fn table() {
         let r = router();
-        let cases: &[(&str, &[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             ("/users", &[], Some("users")),
             ("/users/7", &[], Some("users")),
             ("/usersx", &[], None),

@@ -153,12 +153,12 @@ impl Telemetry {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(timeout, task).await.is_err() {
-                tracing::warn!(
-                    "span export did not finish within {timeout:?}; remaining spans are lost"
-                );
-            }
+        if let Some(task) = self.task.take()
+            && tokio::time::timeout(timeout, task).await.is_err()
+        {
+            tracing::warn!(
+                "span export did not finish within {timeout:?}; remaining spans are lost"
+            );
         }
     }
 }

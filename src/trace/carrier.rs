@@ -58,11 +58,12 @@ impl Carrier for HeaderMap {
         let mut present: [Option<&'static str>; 16] = [None; 16];
         let mut n = 0;
         for name in self.keys() {
-            if let Some(k) = keys.iter().find(|k| **k == name.as_str()) {
-                if n < present.len() && !present[..n].contains(&Some(*k)) {
-                    present[n] = Some(*k);
-                    n += 1;
-                }
+            if let Some(k) = keys.iter().find(|k| **k == name.as_str())
+                && n < present.len()
+                && !present[..n].contains(&Some(*k))
+            {
+                present[n] = Some(*k);
+                n += 1;
             }
         }
         for key in present.iter().flatten() {
@@ -90,10 +91,10 @@ impl Carrier for Vec<(Bytes, Bytes)> {
 
     fn for_each_prefixed(&self, prefix: &str, f: &mut dyn FnMut(&str, &[u8])) {
         for (k, v) in self {
-            if let Ok(k) = std::str::from_utf8(k) {
-                if k.starts_with(prefix) {
-                    f(k, v);
-                }
+            if let Ok(k) = std::str::from_utf8(k)
+                && k.starts_with(prefix)
+            {
+                f(k, v);
             }
         }
     }

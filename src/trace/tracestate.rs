@@ -92,9 +92,8 @@ fn members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 fn is_valid(value: &[u8]) -> bool {
-    let mut count = 0;
     let mut keys: [&[u8]; MAX_MEMBERS] = [&[]; MAX_MEMBERS];
-    for member in members(value) {
+    for (count, member) in members(value).enumerate() {
         if count == MAX_MEMBERS {
             return false;
         }
@@ -106,7 +105,6 @@ fn is_valid(value: &[u8]) -> bool {
             return false;
         }
         keys[count] = key;
-        count += 1;
     }
     true
 }

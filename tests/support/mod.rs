@@ -1,5 +1,6 @@
 //! Shared test support: in-process upstreams that record what they received, and clients.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::convert::Infallible;

@@ -76,7 +76,8 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: &[(&[u8], Result<Option<ClientType>, ThriftError>)] = &[
+        type Case<'a> = (&'a [u8], Result<Option<ClientType>, ThriftError>);
+        let cases: &[Case<'_>] = &[
             (
                 &[0x80, 0x01, 0x00, 0x01],
                 Ok(Some(ClientType::UnframedBinary)),

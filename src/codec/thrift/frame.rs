@@ -288,9 +288,7 @@ mod tests {
                 error: ThriftError::UnknownTransform(3)
             }
         );
-        assert!(
-            matches!(&frames[1], Frame::Header(h) if h.payload == Bytes::from(good_call.clone()))
-        );
+        assert!(matches!(&frames[1], Frame::Header(h) if h.payload == good_call[..]));
     }
 
     #[test]
