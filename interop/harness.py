@@ -112,6 +112,52 @@ class OtlpReceiver:
         self.server.stop(grace=None)
 
 
+class OtlpHttpReceiver:
+    """A real OTLP/HTTP receiver: POST /v1/traces with an `application/x-protobuf`
+    ExportTraceServiceRequest, decoded with opentelemetry-proto."""
+
+    def __init__(self):
+        self.spans: list[ReceivedSpan] = []
+        self.paths: list[str] = []
+        lock = threading.Lock()
+        self._lock = lock
+        sink, paths = self.spans, self.paths
+        service = _TraceService(sink, lock)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                paths.append(self.path)
+                request = trace_service_pb2.ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                service.Export(request, None)
+                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def snapshot(self) -> list[ReceivedSpan]:
+        with self._lock:
+            return list(self.spans)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- W3C upstream --------------------------------------------------------------------------
 
 
@@ -237,8 +283,14 @@ def start_gateway(config_text: str, tmp: Path | None = None, timeout: float = 15
             return gateway
 
 
-def http_config(upstream: str, otlp_endpoint: str | None, on_missing: str = "start", inject: str = '"w3c"') -> str:
-    otlp = f'otlp_endpoint = "{otlp_endpoint}"' if otlp_endpoint else ""
+def http_config(
+    upstream: str,
+    otlp_endpoint: str | None,
+    on_missing: str = "start",
+    inject: str = '"w3c"',
+    otlp_protocol: str = "grpc",
+) -> str:
+    otlp = f'otlp_endpoint = "{otlp_endpoint}"\notlp_protocol = "{otlp_protocol}"' if otlp_endpoint else ""
     return f"""
 [admin]
 listen = "127.0.0.1:0"

@@ -13,7 +13,7 @@ from opentelemetry.propagators.jaeger import JaegerPropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from harness import gateway_binary, http_config, start_gateway, wait_for
+from harness import OtlpHttpReceiver, gateway_binary, http_config, start_gateway, wait_for
 
 SERVER, CLIENT = 2, 3  # OTLP Span.SpanKind
 
@@ -71,6 +71,26 @@ def test_one_trace_id_through_the_gateway(name, receiver, upstream, tmp_path):
     assert server.service_name == client.service_name == "tracebridge"
     assert server.attributes["http.request.method"] == "GET"
     assert client.attributes["http.response.status_code"] == 200
+
+
+def test_spans_over_otlp_http_protobuf(upstream, tmp_path):
+    receiver = OtlpHttpReceiver()
+    try:
+        config = http_config(upstream.address, receiver.endpoint, otlp_protocol="http/protobuf")
+        gateway = start_gateway(config, tmp_path)
+        try:
+            trace_id, client_span, _, _ = call_through(gateway.url(), TraceContextTextMapPropagator())
+        finally:
+            assert gateway.stop() == 0, gateway.lines
+        spans = wait_for(lambda: [s for s in receiver.snapshot() if s.trace_id == trace_id], what="spans")
+        assert receiver.paths and set(receiver.paths) == {"/v1/traces"}
+        server = next(s for s in spans if s.kind == SERVER)
+        client = next(s for s in spans if s.kind == CLIENT)
+        assert server.parent_span_id == client_span
+        assert client.parent_span_id == server.span_id
+        assert client.span_id == upstream.seen[0].parent_span_id
+    finally:
+        receiver.stop()
 
 
 def test_jaeger_in_jaeger_out_for_a_jaeger_upstream(receiver, upstream, tmp_path):
