@@ -602,5 +602,11 @@ async fn admin_reports_request_metrics() {
         has("tracebridge_trace_rejected_total|listener=\"edge\"| 1"),
         "{text}"
     );
+    let (status, _, body) = send(false, admin, "GET", "/healthz", &[], "").await;
+    assert_eq!((status, body), (StatusCode::OK, Bytes::from_static(b"ok\n")));
+    let (status, _, body) = send(false, admin, "GET", "/readyz", &[], "").await;
+    assert_eq!((status, body), (StatusCode::OK, Bytes::from_static(b"ready\n")));
+    let (status, _, _) = send(false, admin, "GET", "/nope", &[], "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     gw.shutdown().await;
 }

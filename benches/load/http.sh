@@ -19,8 +19,9 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [ -x "$NGINX" ] || { echo "nginx not found: apt-get install nginx-light" >&2; exit 1; }
 
 cargo build --release --quiet --bin tracebridge --example bench_upstream
-BIN=target/release/tracebridge
-UP_BIN=target/release/examples/bench_upstream
+TARGET="${CARGO_TARGET_DIR:-target}"
+BIN="$TARGET/release/tracebridge"
+UP_BIN="$TARGET/release/examples/bench_upstream"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
