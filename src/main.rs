@@ -21,6 +21,9 @@ enum Command {
         /// The TOML config file.
         #[arg(long, short, env = "TRACEBRIDGE_CONFIG")]
         config: PathBuf,
+        /// Worker threads (default: one per CPU core).
+        #[arg(long, env = "TRACEBRIDGE_WORKERS")]
+        workers: Option<usize>,
     },
     /// Validate a config file: exit 0, or non-zero listing every error with its key path.
     Check {
@@ -53,12 +56,12 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => with_runtime(run(config)),
+        Command::Run { config, workers } => with_runtime(workers, run(config)),
         Command::Demo {
             listen,
             admin,
             once,
-        } => with_runtime(async move {
+        } => with_runtime(None, async move {
             app::demo::run(app::demo::DemoOptions {
                 listen,
                 admin,
@@ -118,11 +121,15 @@ async fn run(path: PathBuf) -> Result<(), String> {
     Ok(())
 }
 
-fn with_runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+fn with_runtime(
+    workers: Option<usize>,
+    fut: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tracebridge: cannot start the runtime: {e}");

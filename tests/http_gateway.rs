@@ -603,9 +603,15 @@ async fn admin_reports_request_metrics() {
         "{text}"
     );
     let (status, _, body) = send(false, admin, "GET", "/healthz", &[], "").await;
-    assert_eq!((status, body), (StatusCode::OK, Bytes::from_static(b"ok\n")));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from_static(b"ok\n"))
+    );
     let (status, _, body) = send(false, admin, "GET", "/readyz", &[], "").await;
-    assert_eq!((status, body), (StatusCode::OK, Bytes::from_static(b"ready\n")));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from_static(b"ready\n"))
+    );
     let (status, _, _) = send(false, admin, "GET", "/nope", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     gw.shutdown().await;
