@@ -24,7 +24,11 @@ BIN="$TARGET/release/tracebridge"
 UP_BIN="$TARGET/release/examples/bench_upstream"
 WORK="$(mktemp -d)"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# Gateways start inside $(...) subshells, so their pids go to files rather than PIDS.
+cleanup() {
+  for p in "${PIDS[@]}" $(cat "$WORK"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 # wait_line FILE PATTERN: waits (bounded, 10 s) until FILE has a line matching PATTERN.
@@ -69,7 +73,7 @@ TOML
 start_gateway() { # $1 = name, rest = config args
   local name="$1"; shift
   gateway_config "$@" > "$WORK/$name.toml"
-  "$BIN" run --config "$WORK/$name.toml" > "$WORK/$name.out" & PIDS+=($!)
+  "$BIN" run --config "$WORK/$name.toml" > "$WORK/$name.out" & echo $! > "$WORK/$name.pid"
   wait_line "$WORK/$name.out" "^ready"
   sed -n 's/^listening name=edge protocol=http address=//p' "$WORK/$name.out"
 }
