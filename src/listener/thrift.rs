@@ -390,7 +390,7 @@ async fn handle_frame(
         );
         if !matches!(dialect, Dialect::Header { .. }) {
             message.push_str(&format!(
-                " (a {} client cannot send headers; use THeader)",
+                " (this client speaks {}, which cannot carry headers; THeader can)",
                 dialect.as_str()
             ));
         }
