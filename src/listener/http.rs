@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::CallTrace;
+use crate::codec::grpc;
 use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
 use crate::config::OnMissing;
 use crate::error::{ErrorKind, GatewayError, Side};
@@ -156,6 +157,7 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let started_wall = SystemTime::now();
+    let grpc = grpc::is_grpc(req.headers());
 
     // route
     let Some(route) = stage.router.match_http(&HttpRequestView::of(&req)).cloned() else {
@@ -174,7 +176,7 @@ pub async fn handle(
             err.kind.http_status_str(),
             started.elapsed(),
         );
-        return error_response(&err, None);
+        return error_response_for(grpc, &err, None);
     };
 
     // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
@@ -194,7 +196,7 @@ pub async fn handle(
             err.kind.http_status_str(),
             started.elapsed(),
         );
-        return error_response(&err, None);
+        return error_response_for(grpc, &err, None);
     }
 
     // extract
@@ -217,10 +219,16 @@ pub async fn handle(
             "400",
             started.elapsed(),
         );
-        return reject_response(
-            &stage.propagator,
-            extracted.invalid.as_ref().map(|(_, e)| e.to_string()),
-        );
+        let invalid = extracted.invalid.as_ref().map(|(_, e)| e.to_string());
+        if grpc {
+            let err = GatewayError::new(
+                ErrorKind::MissingTraceContext,
+                Side::Downstream,
+                reject_message(&stage.propagator, invalid.as_deref()),
+            );
+            return grpc_status_response(&err, None);
+        }
+        return reject_response(&stage.propagator, invalid);
     }
 
     // sample + the gateway's two spans
@@ -262,6 +270,8 @@ pub async fn handle(
         started,
         started_wall,
         status: None,
+        grpc,
+        grpc_status: None,
         error: None,
         span: call.filter(|c| c.sampled).map(|c| {
             Box::new(SpanInfo {
@@ -283,12 +293,36 @@ pub async fn handle(
         .as_ref()
         .map(|s| s.trace.upstream_context.trace_id);
 
+    // gRPC deadline: the caller's grpc-timeout, less the time spent here, bounds the wait
+    // and is forwarded.
+    let deadline = if grpc {
+        req.headers()
+            .get("grpc-timeout")
+            .and_then(|v| grpc::parse_timeout(v.as_bytes()))
+            .map(|d| d.saturating_sub(started.elapsed()))
+    } else {
+        None
+    };
+    if let Some(left) = deadline {
+        req.headers_mut()
+            .insert("grpc-timeout", grpc::encode_timeout(left));
+    }
+    let timeout = deadline.map_or(route.timeout, |d| d.min(route.timeout));
+
     // dispatch
     let (parts, body) = req.into_parts();
     let upstream_req = Request::from_parts(parts, box_body(body));
-    let outcome = tokio::time::timeout(route.timeout, route.upstream.send(upstream_req)).await;
+    let outcome = tokio::time::timeout(timeout, route.upstream.send(upstream_req)).await;
     let result = match outcome {
         Ok(result) => result,
+        Err(_) if deadline.is_some_and(|d| d <= route.timeout) => Err(GatewayError::new(
+            ErrorKind::UpstreamTimeout,
+            Side::Upstream,
+            format!(
+                "deadline exceeded: upstream {} did not answer within the caller's grpc-timeout",
+                route.upstream.name()
+            ),
+        )),
         Err(_) => Err(GatewayError::new(
             ErrorKind::UpstreamTimeout,
             Side::Upstream,
@@ -306,6 +340,10 @@ pub async fn handle(
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
             record.status = Some(parts.status);
+            if grpc {
+                // A trailers-only response carries its status in the headers.
+                record.grpc_status = grpc::status_of(&parts.headers);
+            }
             let body = RecordedBody {
                 inner: body,
                 record: Some(record),
@@ -316,8 +354,11 @@ pub async fn handle(
             stage
                 .metrics
                 .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-            let response = error_response(&err, trace_id.as_ref());
+            let response = error_response_for(grpc, &err, trace_id.as_ref());
             record.status = Some(response.status());
+            if grpc {
+                record.grpc_status = Some(err.kind.grpc_code());
+            }
             record.error = Some(err.to_string());
             drop(record);
             response
@@ -344,6 +385,10 @@ struct CallRecord {
     started: Instant,
     started_wall: SystemTime,
     status: Option<StatusCode>,
+    /// The call is gRPC: spans get the RPC conventions.
+    grpc: bool,
+    /// `grpc-status` from the response headers (trailers-only) or trailers.
+    grpc_status: Option<u32>,
     error: Option<String>,
     span: Option<Box<SpanInfo>>,
 }
@@ -375,16 +420,35 @@ impl CallRecord {
         let end = SystemTime::now();
         let ctx = &info.trace.upstream_context;
         let status_code = self.status.map_or(0, |s| s.as_u16());
-        let status = match &self.error {
+        let mut status = match &self.error {
             Some(e) => SpanStatus::Error(e.clone().into()),
             None if status_code >= 500 => SpanStatus::Error(format!("HTTP {status_code}").into()),
             None => SpanStatus::Unset,
         };
         let method = info.method.as_str().to_owned();
-        let name = match &self.route.path_prefix {
+        let rpc = self
+            .grpc
+            .then(|| grpc::service_and_method(info.target.split('?').next().unwrap_or("")))
+            .flatten();
+        let mut name = match &self.route.path_prefix {
             Some(prefix) => format!("{method} {prefix}"),
             None => method.clone(),
         };
+        let mut rpc_attrs = Vec::new();
+        if let Some((service, rpc_method)) = rpc {
+            // OpenTelemetry RPC conventions: `package.Service/Method`, status in the attribute;
+            // any non-OK status marks the span as an error.
+            name = format!("{service}/{rpc_method}");
+            rpc_attrs.push(("rpc.system", AttrValue::Str("grpc".into())));
+            rpc_attrs.push(("rpc.service", AttrValue::Str(service.to_owned().into())));
+            rpc_attrs.push(("rpc.method", AttrValue::Str(rpc_method.to_owned().into())));
+            if let Some(code) = self.grpc_status {
+                rpc_attrs.push(("rpc.grpc.status_code", AttrValue::Int(code.into())));
+                if code != 0 && matches!(status, SpanStatus::Unset) {
+                    status = SpanStatus::Error(format!("gRPC status {code}").into());
+                }
+            }
+        }
         let status_attr = (status_code != 0).then(|| {
             (
                 "http.response.status_code",
@@ -456,6 +520,8 @@ impl CallRecord {
             ),
         ];
         client_attrs.extend(status_attr);
+        server_attrs.extend(rpc_attrs.iter().cloned());
+        client_attrs.extend(rpc_attrs);
         self.stage.spans.record(SpanRecord {
             trace_id: ctx.trace_id,
             span_id: info.trace.server_span,
@@ -522,7 +588,15 @@ impl Body for RecordedBody {
                 this.record.take();
                 Poll::Ready(None)
             }
-            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(record), Some(trailers)) = (this.record.as_mut(), frame.trailers_ref())
+                    && record.grpc
+                {
+                    record.grpc_status = grpc::status_of(trailers);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -547,6 +621,59 @@ pub fn error_response(err: &GatewayError, trace_id: Option<&TraceId>) -> Respons
         StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
         &body,
     )
+}
+
+/// A gateway-made error in the caller's terms: a gRPC status for gRPC calls, JSON otherwise.
+pub fn error_response_for(
+    grpc: bool,
+    err: &GatewayError,
+    trace_id: Option<&TraceId>,
+) -> Response<ResponseBody> {
+    if grpc {
+        grpc_status_response(err, trace_id)
+    } else {
+        error_response(err, trace_id)
+    }
+}
+
+/// A gateway-made error for a gRPC caller: a trailers-only response (HTTP 200, no body) with
+/// the kind's `grpc-status`, the message in `grpc-message`, and the trace id in
+/// `tracebridge-trace-id`.
+pub fn grpc_status_response(
+    err: &GatewayError,
+    trace_id: Option<&TraceId>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(err.kind.grpc_code()));
+    let mut message = err.to_string();
+    if let Some(t) = trace_id {
+        message.push_str(&format!(" (trace id {})", t.to_hex()));
+        if let Ok(v) = HeaderValue::from_str(&t.to_hex()) {
+            headers.insert("tracebridge-trace-id", v);
+        }
+    }
+    headers.insert("grpc-message", grpc::encode_message(&message));
+    response
+}
+
+fn reject_message(propagator: &Propagator, invalid: Option<&str>) -> String {
+    let mut message = format!(
+        "missing trace context: this route requires one of the headers {}",
+        propagator.extract_header_names().join(", ")
+    );
+    if let Some(e) = invalid {
+        message.push_str(&format!("; invalid: {e}"));
+    }
+    message
 }
 
 fn reject_response(propagator: &Propagator, invalid: Option<String>) -> Response<ResponseBody> {

@@ -1,0 +1,239 @@
+//! Integration: gRPC through the HTTP listener to an in-process h2c upstream that answers with
+//! a message and trailers. Trailers and `-bin` metadata arrive intact, `grpc-timeout` is
+//! forwarded less the time spent in the gateway, the trace continues in metadata, and every
+//! gateway-made error is a gRPC status on HTTP 200 (trailers-only), never a bare HTTP error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracebridge::app::{self, RunningGateway};
+use tracebridge::codec::grpc::parse_timeout;
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+/// A length-prefixed gRPC message: uncompressed, 3 bytes.
+const MESSAGE: &[u8] = &[0, 0, 0, 0, 3, 0x08, 0x96, 0x01];
+
+type Seen = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
+
+/// An h2c gRPC-ish upstream: records path, metadata and body; answers one message and the
+/// trailers `grpc-status: 0`, `x-trailer-bin`; `/slow.Svc/*` waits 1 s first.
+async fn upstream() -> (SocketAddr, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let record = record.clone();
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let body = body.collect().await.unwrap().to_bytes();
+                    let path = parts.uri.path().to_owned();
+                    record
+                        .lock()
+                        .unwrap()
+                        .push((path.clone(), parts.headers, body));
+                    if path.starts_with("/slow.Svc/") {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    trailers.insert("x-trailer-bin", "AAEC".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                        Ok(Frame::data(Bytes::from_static(MESSAGE))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let mut resp =
+                        Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+                    resp.headers_mut()
+                        .insert("content-type", "application/grpc".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("x-initial-bin", "AQID".parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, seen)
+}
+
+async fn gateway(up: SocketAddr) -> (RunningGateway, SocketAddr) {
+    let closed = support::closed_port().await;
+    let text = format!(
+        r#"
+[admin]
+listen = ""
+[propagation]
+extract = ["w3c", "grpc-trace-bin"]
+inject = ["w3c", "grpc-trace-bin"]
+on_missing = "start"
+[[listeners]]
+name = "edge"
+protocol = "http"
+address = "127.0.0.1:0"
+[[routes]]
+listener = "edge"
+match = {{ grpc_service = "strict.Svc" }}
+upstream = "up"
+on_missing = "reject"
+[[routes]]
+listener = "edge"
+match = {{ grpc_service = "down.Svc" }}
+upstream = "down"
+[[routes]]
+listener = "edge"
+match = {{ grpc_service = "slow.Svc" }}
+upstream = "up"
+[[routes]]
+listener = "edge"
+match = {{ grpc_service = "demo.Echo" }}
+upstream = "up"
+[[upstreams]]
+name = "up"
+protocol = "grpc"
+endpoints = ["{up}"]
+[[upstreams]]
+name = "down"
+protocol = "grpc"
+endpoints = ["{closed}"]
+connect_timeout = "1s"
+"#
+    );
+    let gw = app::start(tracebridge::config::parse(&text).unwrap())
+        .await
+        .unwrap();
+    let edge = gw.address("edge").unwrap();
+    (gw, edge)
+}
+
+/// One gRPC call over h2c: (HTTP status, headers, body, trailers).
+async fn call(
+    edge: SocketAddr,
+    path: &str,
+    metadata: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes, Option<HeaderMap>) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::post(format!("http://{edge}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in metadata {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::from_static(MESSAGE))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (parts.status, parts.headers, collected.to_bytes(), trailers)
+}
+
+#[tokio::test]
+async fn unary_call_keeps_trailers_metadata_and_trace() {
+    let (up, seen) = upstream().await;
+    let (gw, edge) = gateway(up).await;
+    let tp = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let (status, headers, body, trailers) = call(
+        edge,
+        "/demo.Echo/Say",
+        &[
+            ("traceparent", &tp),
+            ("grpc-timeout", "5S"),
+            ("x-meta-bin", "AP8="),
+            ("grpc-encoding", "identity"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-initial-bin"], "AQID");
+    assert_eq!(&body[..], MESSAGE);
+    let trailers = trailers.expect("trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-trailer-bin"], "AAEC");
+
+    let (path, md, got) = seen.lock().unwrap()[0].clone();
+    assert_eq!(path, "/demo.Echo/Say");
+    assert_eq!(&got[..], MESSAGE);
+    assert_eq!(md["te"], "trailers");
+    assert_eq!(md["x-meta-bin"], "AP8=");
+    assert_eq!(md["grpc-encoding"], "identity");
+    let left = parse_timeout(md["grpc-timeout"].as_bytes()).unwrap();
+    assert!(
+        left <= Duration::from_secs(5) && left > Duration::from_secs(4),
+        "forwarded grpc-timeout {left:?}"
+    );
+    let (trace, parent, _) = support::traceparent(&md);
+    assert_eq!(trace, CALLER_TRACE);
+    assert_ne!(parent, CALLER_SPAN);
+    // grpc-trace-bin names the same trace and parent.
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(md["grpc-trace-bin"].to_str().unwrap().trim_end_matches('='))
+        .unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!((hex(&raw[2..18]), hex(&raw[19..27])), (trace, parent));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn gateway_errors_are_grpc_statuses_on_http_200() {
+    let (up, seen) = upstream().await;
+    let (gw, edge) = gateway(up).await;
+    // (path, metadata, grpc-status, text in grpc-message)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case<'_>] = &[
+        ("/nosuch.Svc/M", &[], "12", "no route"),
+        ("/strict.Svc/M", &[], "3", "missing trace context"),
+        ("/down.Svc/M", &[], "14", "cannot connect to upstream down"),
+        (
+            "/slow.Svc/M",
+            &[("grpc-timeout", "100m")],
+            "4",
+            "deadline exceeded",
+        ),
+    ];
+    for (path, md, code, text) in cases {
+        let (status, headers, body, trailers) = call(edge, path, md).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers["content-type"], "application/grpc", "{path}");
+        assert_eq!(headers["grpc-status"], *code, "{path}: {headers:?}");
+        let message = headers["grpc-message"].to_str().unwrap();
+        assert!(message.contains(text), "{path}: {message}");
+        assert!(
+            body.is_empty() && trailers.is_none(),
+            "{path}: trailers-only"
+        );
+    }
+    let paths: Vec<String> = seen.lock().unwrap().iter().map(|s| s.0.clone()).collect();
+    assert_eq!(
+        paths,
+        ["/slow.Svc/M"],
+        "only the slow call reached the upstream"
+    );
+    gw.shutdown().await;
+}
