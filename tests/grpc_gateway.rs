@@ -237,3 +237,111 @@ async fn gateway_errors_are_grpc_statuses_on_http_200() {
     );
     gw.shutdown().await;
 }
+
+/// One gRPC-Web call over HTTP/1.1: (HTTP status, headers, body).
+async fn web_call(
+    edge: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let req = Request::post(format!("http://{edge}{path}"))
+        .header("content-type", content_type)
+        .header("x-grpc-web", "1")
+        .body(Full::new(body))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn grpc_web_binary_and_text_become_grpc_with_in_body_trailers() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (up, seen) = upstream().await;
+    let (gw, edge) = gateway(up).await;
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    trailers.insert("x-trailer-bin", "AAEC".parse().unwrap());
+    let trailer_frame = tracebridge::codec::grpc_web::trailer_frame(&trailers);
+
+    // Binary.
+    let (status, headers, body) = web_call(
+        edge,
+        "/demo.Echo/Say",
+        "application/grpc-web+proto",
+        Bytes::from_static(MESSAGE),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/grpc-web+proto");
+    let mut want = MESSAGE.to_vec();
+    want.extend_from_slice(&trailer_frame);
+    assert_eq!(&body[..], &want[..]);
+    let (_, md, got) = seen.lock().unwrap()[0].clone();
+    assert_eq!(md["content-type"], "application/grpc+proto");
+    assert_eq!(md["te"], "trailers");
+    assert!(md.get("x-grpc-web").is_none());
+    assert_eq!(&got[..], MESSAGE);
+    assert!(
+        md.get("traceparent").is_some(),
+        "the trace reaches gRPC metadata"
+    );
+
+    // Text: the request in two separately padded base64 pieces.
+    let text = format!("{}{}", b64.encode(&MESSAGE[..4]), b64.encode(&MESSAGE[4..]));
+    let (status, headers, body) = web_call(
+        edge,
+        "/demo.Echo/Say",
+        "application/grpc-web-text",
+        Bytes::from(text),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/grpc-web-text");
+    let mut decoder = tracebridge::codec::grpc_web::Base64Decoder::default();
+    assert_eq!(&decoder.push(&body).unwrap()[..], &want[..]);
+    let (_, md, got) = seen.lock().unwrap()[1].clone();
+    assert_eq!(md["content-type"], "application/grpc");
+    assert_eq!(&got[..], MESSAGE);
+
+    // A gateway-made error: trailers-only, under the caller's content type.
+    let (status, headers, body) = web_call(
+        edge,
+        "/nosuch.Svc/M",
+        "application/grpc-web",
+        Bytes::from_static(MESSAGE),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/grpc-web");
+    assert_eq!(headers["grpc-status"], "12");
+    assert!(body.is_empty());
+
+    // Broken base64 reaches the upstream as a failed request body, never a panic; the
+    // caller gets an answer.
+    let (status, headers, _) = web_call(
+        edge,
+        "/demo.Echo/Say",
+        "application/grpc-web-text",
+        Bytes::from_static(b"!!!!"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a gRPC-Web caller always gets HTTP 200"
+    );
+    let code = headers
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(code.is_some_and(|c| c != "0"), "{headers:?}");
+    gw.shutdown().await;
+}

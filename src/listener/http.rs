@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::CallTrace;
-use crate::codec::grpc;
 use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
+use crate::codec::{grpc, grpc_web};
 use crate::config::OnMissing;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::policy::{Decision, HttpRequestView, Router, Sampler, enforce};
@@ -157,7 +157,9 @@ pub async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let started_wall = SystemTime::now();
-    let grpc = grpc::is_grpc(req.headers());
+    // gRPC-Web calls are gRPC calls once translated: same statuses, deadlines and spans.
+    let web = grpc_web::mode(req.headers());
+    let grpc = grpc::is_grpc(req.headers()) || web.is_some();
 
     // route
     let Some(route) = stage.router.match_http(&HttpRequestView::of(&req)).cloned() else {
@@ -176,7 +178,7 @@ pub async fn handle(
             err.kind.http_status_str(),
             started.elapsed(),
         );
-        return error_response_for(grpc, &err, None);
+        return error_response_for(grpc, web.as_ref(), &err, None);
     };
 
     // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
@@ -196,7 +198,7 @@ pub async fn handle(
             err.kind.http_status_str(),
             started.elapsed(),
         );
-        return error_response_for(grpc, &err, None);
+        return error_response_for(grpc, web.as_ref(), &err, None);
     }
 
     // extract
@@ -226,7 +228,7 @@ pub async fn handle(
                 Side::Downstream,
                 reject_message(&stage.propagator, invalid.as_deref()),
             );
-            return grpc_status_response(&err, None);
+            return error_response_for(true, web.as_ref(), &err, None);
         }
         return reject_response(&stage.propagator, invalid);
     }
@@ -309,9 +311,16 @@ pub async fn handle(
     }
     let timeout = deadline.map_or(route.timeout, |d| d.min(route.timeout));
 
-    // dispatch
+    // dispatch (a gRPC-Web call leaves as gRPC)
+    if let Some(w) = &web {
+        grpc_web::request_headers(req.headers_mut(), w);
+    }
     let (parts, body) = req.into_parts();
-    let upstream_req = Request::from_parts(parts, box_body(body));
+    let body = match &web {
+        Some(w) if w.text => box_body(grpc_web::DecodeText::new(body)),
+        _ => box_body(body),
+    };
+    let upstream_req = Request::from_parts(parts, body);
     let outcome = tokio::time::timeout(timeout, route.upstream.send(upstream_req)).await;
     let result = match outcome {
         Ok(result) => result,
@@ -348,13 +357,20 @@ pub async fn handle(
                 inner: body,
                 record: Some(record),
             };
-            Response::from_parts(parts, body.boxed_unsync())
+            match &web {
+                Some(w) => {
+                    grpc_web::response_headers(&mut parts.headers, w);
+                    let body = grpc_web::EncodeWeb::new(body, w.text);
+                    Response::from_parts(parts, body.boxed_unsync())
+                }
+                None => Response::from_parts(parts, body.boxed_unsync()),
+            }
         }
         Err(err) => {
             stage
                 .metrics
                 .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-            let response = error_response_for(grpc, &err, trace_id.as_ref());
+            let response = error_response_for(grpc, web.as_ref(), &err, trace_id.as_ref());
             record.status = Some(response.status());
             if grpc {
                 record.grpc_status = Some(err.kind.grpc_code());
@@ -624,16 +640,23 @@ pub fn error_response(err: &GatewayError, trace_id: Option<&TraceId>) -> Respons
 }
 
 /// A gateway-made error in the caller's terms: a gRPC status for gRPC calls, JSON otherwise.
+/// gRPC-Web callers get the status the same way, under their own content type.
 pub fn error_response_for(
     grpc: bool,
+    web: Option<&grpc_web::WebMode>,
     err: &GatewayError,
     trace_id: Option<&TraceId>,
 ) -> Response<ResponseBody> {
-    if grpc {
-        grpc_status_response(err, trace_id)
-    } else {
-        error_response(err, trace_id)
+    if !grpc {
+        return error_response(err, trace_id);
     }
+    let mut response = grpc_status_response(err, trace_id);
+    if let Some(w) = web {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, w.content_type.clone());
+    }
+    response
 }
 
 /// A gateway-made error for a gRPC caller: a trailers-only response (HTTP 200, no body) with
