@@ -15,13 +15,23 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
 use crate::config::{Config, ListenerConfig, ListenerProtocol, UpstreamProtocol};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::listener::http::{HttpRoute, HttpStage, Limits, serve_http};
+use crate::listener::thrift::{ThriftRoute, ThriftStage, serve_thrift};
 use crate::policy::{Router, Sampler};
 use crate::telemetry::{Telemetry, admin};
 use crate::trace::Propagator;
 use crate::upstream::HttpUpstream;
+use crate::upstream::thrift::ThriftUpstream;
+
+/// An upstream built from config, by protocol.
+#[derive(Debug, Clone)]
+enum Upstream {
+    Http(Arc<HttpUpstream>),
+    Thrift(Arc<ThriftUpstream>),
+}
 
 /// A socket the gateway bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,10 +134,26 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
                 });
             }
             ListenerProtocol::Thrift => {
-                return Err(config_error(format!(
-                    "listeners.{}: protocol \"thrift\" is not served by this build yet",
-                    listener.name
-                )));
+                let stage = Arc::new(ThriftStage {
+                    listener: listener.name.as_str().into(),
+                    router: thrift_router(&config, listener, &upstreams)?,
+                    propagator: propagator.clone(),
+                    sampler,
+                    metrics: telemetry.metrics.clone(),
+                    spans: telemetry.spans.clone(),
+                    max_frame: DEFAULT_MAX_FRAME_SIZE,
+                });
+                let limits = Limits {
+                    max_connections: listener.max_connections,
+                    header_timeout: listener.header_timeout,
+                    drain_timeout: config.shutdown.drain_timeout,
+                };
+                tasks.spawn(serve_thrift(socket, stage, limits, shutdown.clone()));
+                bound.push(Bound {
+                    name: listener.name.clone(),
+                    protocol: "thrift",
+                    address,
+                });
             }
         }
     }
@@ -160,27 +186,55 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
     })
 }
 
-fn build_upstreams(config: &Config) -> Result<Vec<Option<Arc<HttpUpstream>>>, GatewayError> {
+fn build_upstreams(config: &Config) -> Result<Vec<Upstream>, GatewayError> {
     config
         .upstreams
         .iter()
         .map(|u| match u.protocol {
             UpstreamProtocol::Http | UpstreamProtocol::H2c | UpstreamProtocol::Grpc => {
-                HttpUpstream::new(u).map(|up| Some(Arc::new(up)))
+                HttpUpstream::new(u).map(|up| Upstream::Http(Arc::new(up)))
             }
-            UpstreamProtocol::Thrift => Ok(None),
+            UpstreamProtocol::Thrift => Ok(Upstream::Thrift(Arc::new(ThriftUpstream::new(u)))),
         })
         .collect()
+}
+
+fn thrift_router(
+    config: &Config,
+    listener: &ListenerConfig,
+    upstreams: &[Upstream],
+) -> Result<Router<Arc<ThriftRoute>>, GatewayError> {
+    let mut routes = Vec::new();
+    for route in config.routes.iter().filter(|r| r.listener == listener.name) {
+        let Some(Upstream::Thrift(upstream)) = upstreams.get(route.upstream) else {
+            let name = config
+                .upstreams
+                .get(route.upstream)
+                .map_or("?", |u| u.name.as_str());
+            return Err(config_error(format!(
+                "routes.{}: Thrift listener {:?} cannot forward to non-Thrift upstream {name:?} (Thrift ⇄ HTTP/gRPC bridging is not in this build yet)",
+                route.name, listener.name
+            )));
+        };
+        let target = ThriftRoute {
+            name: route.name.as_str().into(),
+            upstream: upstream.clone(),
+            timeout: route.timeout,
+            on_missing: route.on_missing.unwrap_or(config.propagation.on_missing),
+        };
+        routes.push((route.matcher.clone(), Arc::new(target)));
+    }
+    Ok(Router::new(routes))
 }
 
 fn http_router(
     config: &Config,
     listener: &ListenerConfig,
-    upstreams: &[Option<Arc<HttpUpstream>>],
+    upstreams: &[Upstream],
 ) -> Result<Router<Arc<HttpRoute>>, GatewayError> {
     let mut routes = Vec::new();
     for route in config.routes.iter().filter(|r| r.listener == listener.name) {
-        let Some(Some(upstream)) = upstreams.get(route.upstream) else {
+        let Some(Upstream::Http(upstream)) = upstreams.get(route.upstream) else {
             let name = config
                 .upstreams
                 .get(route.upstream)

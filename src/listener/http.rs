@@ -25,12 +25,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::CallTrace;
 use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
 use crate::config::OnMissing;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::policy::{Decision, HttpRequestView, Router, Sampler, enforce};
 use crate::telemetry::{AttrValue, Metrics, SpanKind, SpanRecord, SpanSink, SpanStatus};
-use crate::trace::{Propagator, SpanId, TraceContext, TraceFlags, TraceId, pool};
+use crate::trace::{Propagator, TraceContext, TraceId, pool};
 use crate::upstream::http::{BoxError, HttpUpstream, box_body};
 
 /// The body the gateway answers with: the upstream's streamed body or a small error body.
@@ -320,42 +321,6 @@ pub async fn handle(
             record.error = Some(err.to_string());
             drop(record);
             response
-        }
-    }
-}
-
-/// The trace of one call as the gateway sees it.
-#[derive(Debug)]
-struct CallTrace {
-    /// The gateway's server span (child of the caller's span).
-    server_span: SpanId,
-    /// The caller's span, `None` when the gateway started the trace.
-    parent_span: Option<SpanId>,
-    /// Whether the gateway records its spans.
-    sampled: bool,
-    /// What the upstream receives: same trace, the client span as parent.
-    upstream_context: TraceContext,
-}
-
-impl CallTrace {
-    fn new(
-        trace_id: TraceId,
-        parent_span: Option<SpanId>,
-        sampled: bool,
-        inherited: TraceContext,
-    ) -> Self {
-        let flags = TraceFlags(inherited.flags.0).with_sampled(sampled);
-        CallTrace {
-            server_span: SpanId::random(),
-            parent_span,
-            sampled,
-            upstream_context: TraceContext {
-                trace_id,
-                span_id: SpanId::random(),
-                flags,
-                tracestate: inherited.tracestate,
-                baggage: inherited.baggage,
-            },
         }
     }
 }

@@ -61,6 +61,16 @@ impl<T> Router<T> {
             .map(|(_, t)| t)
     }
 
+    /// The first target whose matcher accepts a Thrift call named `method` (as sent, e.g.
+    /// `getUser`, or `Users:getUser` when multiplexed). A `thrift_method` ending in `:` is a
+    /// service prefix; any other value must equal the name; no `thrift_method` matches every call.
+    pub fn match_thrift(&self, method: &[u8]) -> Option<&T> {
+        self.routes
+            .iter()
+            .find(|(m, _)| matches_thrift(m, method))
+            .map(|(_, t)| t)
+    }
+
     /// Every target, in order.
     pub fn targets(&self) -> impl Iterator<Item = &T> {
         self.routes.iter().map(|(_, t)| t)
@@ -107,6 +117,23 @@ fn matches_http(m: &RouteMatch, req: &HttpRequestView<'_>) -> bool {
     }
     // thrift_method never matches an HTTP request (config validation forbids it on http listeners).
     m.thrift_method.is_none()
+}
+
+fn matches_thrift(m: &RouteMatch, method: &[u8]) -> bool {
+    // HTTP conditions never match a Thrift call (validation forbids them on thrift listeners).
+    let http_only = m.host.is_some()
+        || m.path_prefix.is_some()
+        || !m.headers.is_empty()
+        || !m.query.is_empty()
+        || m.grpc_service.is_some();
+    if http_only {
+        return false;
+    }
+    match m.thrift_method.as_deref() {
+        None => true,
+        Some(prefix) if prefix.ends_with(':') => method.starts_with(prefix.as_bytes()),
+        Some(name) => method == name.as_bytes(),
+    }
 }
 
 /// `/users` matches `/users`, `/users/` and `/users/1`, not `/usersx`. `/` matches everything.
@@ -205,6 +232,46 @@ mod tests {
             let got = r.match_http(&HttpRequestView::of(&request)).copied();
             assert_eq!(got, *want, "uri {uri} headers {headers:?}");
         }
+    }
+
+    #[test]
+    fn thrift_methods_and_service_prefixes() {
+        let r = Router::new(vec![
+            (
+                RouteMatch {
+                    thrift_method: Some("getUser".into()),
+                    ..Default::default()
+                },
+                "get-user",
+            ),
+            (
+                RouteMatch {
+                    thrift_method: Some("Orders:".into()),
+                    ..Default::default()
+                },
+                "orders",
+            ),
+            (
+                RouteMatch {
+                    path_prefix: Some("/".into()),
+                    ..Default::default()
+                },
+                "http-only",
+            ),
+            (RouteMatch::default(), "rest"),
+        ]);
+        let cases: &[(&[u8], &str)] = &[
+            (b"getUser", "get-user"),
+            (b"getUsers", "rest"),
+            (b"Users:getUser", "rest"),
+            (b"Orders:place", "orders"),
+            (b"Orders", "rest"),
+            (b"", "rest"),
+        ];
+        for (method, want) in cases {
+            assert_eq!(r.match_thrift(method).copied(), Some(*want), "{method:?}");
+        }
+        assert_eq!(router().match_thrift(b"getUser"), None);
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! uuid        16         16 bytes                  13          16 bytes
 //! field       type u8, id i16 BE                  (delta<<4|type), or type then zigzag i16 id
 //! ```
+//!
+//! One fact is lost without the IDL: an empty compact map is the single byte 0 and names no
+//! key/value types, so compact → binary writes an empty map as `map<byte, byte>` (`03 03`,
+//! size 0). Generated readers of the Apache languages ignore the element types of an empty
+//! map; tests/thrift_golden.rs pins the difference against Python's own encoding.
 
 use bytes::{BufMut, BytesMut};
 
