@@ -90,7 +90,9 @@ error_log $WORK/nginx/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream up { server $UP; keepalive 256; }
+  # nginx closes a client connection after 1000 requests by default; the gateway does not.
+  keepalive_requests 100000000;
+  upstream up { server $UP; keepalive 256; keepalive_requests 100000000; }
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; }
