@@ -26,7 +26,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::CallTrace;
-use super::cancel::{CancelAware, DownstreamGuard};
 use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
 use crate::codec::{grpc, grpc_web};
 use crate::config::OnMissing;
@@ -316,18 +315,10 @@ pub async fn handle(
     if let Some(w) = &web {
         grpc_web::request_headers(req.headers_mut(), w);
     }
-    // An HTTP/2 caller may cancel (RST_STREAM): the upstream must see a reset, not the clean
-    // end of body hyper reports for it.
-    let h2 = req.version() == http::Version::HTTP_2;
-    let (mut guard, gone) = DownstreamGuard::new();
     let (parts, body) = req.into_parts();
-    let body = match (&web, h2) {
-        (Some(w), true) if w.text => {
-            box_body(grpc_web::DecodeText::new(CancelAware::new(body, gone)))
-        }
-        (Some(w), false) if w.text => box_body(grpc_web::DecodeText::new(body)),
-        (_, true) => box_body(CancelAware::new(body, gone)),
-        (_, false) => box_body(body),
+    let body = match &web {
+        Some(w) if w.text => box_body(grpc_web::DecodeText::new(body)),
+        _ => box_body(body),
     };
     let upstream_req = Request::from_parts(parts, body);
     let outcome = tokio::time::timeout(timeout, route.upstream.send(upstream_req)).await;
@@ -365,7 +356,6 @@ pub async fn handle(
             let body = RecordedBody {
                 inner: body,
                 record: Some(record),
-                guard: Some(guard),
             };
             match &web {
                 Some(w) => {
@@ -387,7 +377,6 @@ pub async fn handle(
             }
             record.error = Some(err.to_string());
             drop(record);
-            guard.disarm();
             response
         }
     }
@@ -591,8 +580,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Incoming,
         record: Option<CallRecord>,
-        // Dropped armed when the downstream goes away before the end (a reset stream).
-        guard: Option<DownstreamGuard>,
     }
 }
 
@@ -604,23 +591,17 @@ impl Body for RecordedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
-        match this.inner.as_mut().poll_frame(cx) {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(record) = this.record.as_mut() {
                     record.error = Some(format!("upstream body failed: {e}"));
                 }
                 this.record.take();
-                if let Some(guard) = this.guard.as_mut() {
-                    guard.disarm();
-                }
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
                 this.record.take();
-                if let Some(guard) = this.guard.as_mut() {
-                    guard.disarm();
-                }
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
@@ -628,12 +609,6 @@ impl Body for RecordedBody {
                     && record.grpc
                 {
                     record.grpc_status = grpc::status_of(trailers);
-                }
-                // hyper may drop a body that says it has ended without polling it again.
-                if this.inner.is_end_stream()
-                    && let Some(guard) = this.guard.as_mut()
-                {
-                    guard.disarm();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

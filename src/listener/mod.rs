@@ -6,7 +6,6 @@
 //! - [`thrift`]: Apache Thrift, the transport detected per connection, replies in the client's
 //!   own dialect; the same phases per call.
 
-mod cancel;
 pub mod http;
 pub mod thrift;
 
