@@ -731,7 +731,7 @@ async fn pass_route_forwards_info_headers_untouched() {
 }
 
 #[tokio::test]
-async fn oversized_and_unknown_framing_close_only_their_connection() {
+async fn malformed_frames_are_answered_or_close_only_their_connection() {
     let (gw, rpc, _log) = gateway("header", "binary").await;
     let dialect = Dialect::Framed(ProtocolId::Binary);
     let mut good = Client::connect(rpc, dialect).await;
@@ -769,10 +769,91 @@ async fn oversized_and_unknown_framing_close_only_their_connection() {
     let (_, _, kind, seq, _) = open(&good.reply().await.unwrap());
     assert_eq!((kind, seq), (MessageType::Reply, 3));
 
+    // THeader frames broken inside: a header varint longer than 5 bytes, a header area past
+    // the end of the frame, and a zlib payload inflating past max_frame_size.
+    let theader = |header_words: u16, header: &[u8], payload: &[u8]| {
+        let mut f = Vec::new();
+        let len = 10 + header.len() + payload.len();
+        f.extend_from_slice(&(len as u32).to_be_bytes());
+        f.extend_from_slice(&[0x0f, 0xff, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&header_words.to_be_bytes());
+        f.extend_from_slice(header);
+        f.extend_from_slice(payload);
+        f
+    };
+    let bomb = {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; 17_000_000]).unwrap();
+        z.finish().unwrap()
+    };
+    // Each frame is whole, so each is answered with a PROTOCOL_ERROR naming what is wrong, and
+    // the connection goes on: the next call on it is served.
+    let mut bad = Client::connect(rpc, Dialect::Header(ProtocolId::Binary)).await;
+    for (bytes, says) in [
+        (theader(2, &[0xff; 8], &[]), "bad varint in"),
+        (
+            theader(100, &[0, 0, 0, 0], &[]),
+            "THeader frame is malformed",
+        ),
+        (
+            theader(1, &[0, 1, 1, 0], &bomb),
+            "exceeds max_frame_size 16384000",
+        ),
+    ] {
+        bad.send(&bytes).await;
+        let (protocol, _, kind, _, body) = open(&bad.reply().await.expect("an answer"));
+        assert_eq!(kind, MessageType::Exception);
+        let (message, code) = app_exception(protocol, &body);
+        assert_eq!(code, 7, "PROTOCOL_ERROR: {message}");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    let dialect_h = Dialect::Header(ProtocolId::Binary);
+    bad.send(&frame(
+        dialect_h,
+        &[],
+        &[],
+        &message(
+            ProtocolId::Binary,
+            "add",
+            MessageType::Call,
+            5,
+            &args_binary(5),
+        ),
+    ))
+    .await;
+    let (_, _, kind, seq, _) = open(&bad.reply().await.unwrap());
+    assert_eq!(
+        (kind, seq),
+        (MessageType::Reply, 5),
+        "the same connection serves on"
+    );
+    good.send(&frame(
+        dialect,
+        &[],
+        &[],
+        &message(
+            ProtocolId::Binary,
+            "add",
+            MessageType::Call,
+            4,
+            &args_binary(4),
+        ),
+    ))
+    .await;
+    let (_, _, kind, seq, _) = open(&good.reply().await.unwrap());
+    assert_eq!(
+        (kind, seq),
+        (MessageType::Reply, 4),
+        "the good connection lives on"
+    );
+
     let text = metrics(&gw).await;
     for line in [
-        "tracebridge_decode_errors_total{protocol=\"thrift\",reason=\"frame_too_large\"} 1",
+        "tracebridge_decode_errors_total{protocol=\"thrift\",reason=\"frame_too_large\"} 2",
         "tracebridge_decode_errors_total{protocol=\"thrift\",reason=\"unknown_transport\"} 1",
+        "tracebridge_decode_errors_total{protocol=\"thrift\",reason=\"bad_varint\"} 1",
+        "tracebridge_decode_errors_total{protocol=\"thrift\",reason=\"bad_header\"} 1",
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
