@@ -22,6 +22,7 @@
 //! - [`app`]: wiring and lifetimes; the only module that sees everything.
 
 pub mod app;
+pub mod bridge;
 pub mod codec;
 pub mod config;
 pub mod error;
