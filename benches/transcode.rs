@@ -1,1 +1,2 @@
+//! Placeholder, filled in below.
 fn main() {}

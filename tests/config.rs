@@ -691,7 +691,7 @@ fn unknown_field_is_reported_with_its_path() {
     assert_eq!(
         errors(&text),
         [
-            "upstreams[1].retries: unknown field `retries`, expected one of `name`, `protocol`, `transport`, `thrift_protocol`, `endpoints`, `connect_timeout`, `pool_idle_per_endpoint`"
+            "upstreams[1].retries: unknown field `retries`, expected one of `name`, `protocol`, `transport`, `thrift_protocol`, `endpoints`, `connect_timeout`, `pool_idle_per_endpoint`, `descriptor_set`, `services`"
         ]
     );
     let text = edited(

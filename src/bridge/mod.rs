@@ -54,11 +54,13 @@ pub struct BridgedMethod {
 }
 
 /// Why a bridge could not be built from config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
     /// The descriptor set cannot be read or decoded.
+    #[error("descriptor set: {0}")]
     DescriptorSet(String),
     /// `services[index]` names no service of the set.
+    #[error("services[{index}]: {message}")]
     Service {
         /// Index into the configured `services`.
         index: usize,
@@ -66,6 +68,7 @@ pub enum BuildError {
         message: String,
     },
     /// A method's `google.api.http` rule is invalid.
+    #[error("google.api.http rule: {0}")]
     Rule(String),
 }
 

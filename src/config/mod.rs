@@ -148,6 +148,16 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Overrides `[propagation] on_missing` for this route.
     pub on_missing: Option<OnMissing>,
+    /// Translates the caller's protocol into the upstream's (`bridge = "json-grpc"`).
+    pub bridge: Option<BridgeKind>,
+}
+
+/// A route's protocol bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeKind {
+    /// `json-grpc`: plain HTTP/JSON callers reach a gRPC upstream; the method is found by the
+    /// `google.api.http` rules of the upstream's descriptor set.
+    JsonGrpc,
 }
 
 /// `match = { ... }` of a route. An empty matcher matches every request.
@@ -185,6 +195,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Idle pooled connections kept per endpoint; default 64.
     pub pool_idle_per_endpoint: usize,
+    /// gRPC upstreams: the serialized `FileDescriptorSet` bridged routes read their schemas
+    /// from; `None`: the built-in set (the demo service and well-known types).
+    pub descriptor_set: Option<PathBuf>,
+    /// gRPC upstreams: the services bridged routes may call; empty: every service in the set.
+    pub services: Vec<String>,
 }
 
 /// Upstream protocol.
