@@ -254,11 +254,13 @@ pub struct ConfigError {
 }
 
 /// Parses and validates TOML text.
+/// Relative file paths in it (`descriptor_set`) are taken from the working directory.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    validate::validate(raw::parse(text)?)
+    validate::validate(raw::parse(text)?, None)
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file. Relative file paths in it (`descriptor_set`)
+/// are taken from the file's directory.
 pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         errors: vec![ConfigError {
@@ -266,7 +268,7 @@ pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read {}: {e}", path.display()),
         }],
     })?;
-    parse(&text)
+    validate::validate(raw::parse(&text)?, path.parent())
 }
 
 /// The path of a config file given on the command line.

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::duration::parse_duration;
@@ -74,7 +74,9 @@ const THRIFT_PROTOCOLS: &[(&str, ThriftProtocol)] = &[
     ("compact", ThriftProtocol::Compact),
 ];
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+/// Validates `raw`; relative file paths (`descriptor_set`) are resolved against `base`, the
+/// config file's directory (`None`: the working directory).
+pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::default();
     let admin = admin(&mut errs, &raw.admin);
     let telemetry = telemetry(&mut errs, &raw.telemetry);
@@ -90,7 +92,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
     let listeners = listeners(&mut errs, &raw.listeners, admin.listen);
     let routes = routes(&mut errs, &raw);
-    let upstreams = upstreams(&mut errs, &raw.upstreams);
+    let upstreams = upstreams(&mut errs, &raw.upstreams, base);
     if !errs.0.is_empty() {
         return Err(ConfigErrors { errors: errs.0 });
     }
@@ -670,7 +672,7 @@ fn headers(errs: &mut Errors, at: &str, raw: &BTreeMap<String, String>) -> Vec<(
     out
 }
 
-fn upstreams(errs: &mut Errors, raw: &[RawUpstream]) -> Vec<UpstreamConfig> {
+fn upstreams(errs: &mut Errors, raw: &[RawUpstream], base: Option<&Path>) -> Vec<UpstreamConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, u) in raw.iter().enumerate() {
@@ -698,7 +700,7 @@ fn upstreams(errs: &mut Errors, raw: &[RawUpstream]) -> Vec<UpstreamConfig> {
                 )
             });
         let (transport, thrift_protocol) = thrift_options(errs, &at, u, protocol);
-        let (descriptor_set, services) = bridge_options(errs, &at, u, protocol);
+        let (descriptor_set, services) = bridge_options(errs, &at, u, protocol, base);
         let endpoints = endpoints(errs, &at, u.endpoints.as_deref());
         let connect_timeout = duration(
             errs,
@@ -790,6 +792,7 @@ fn bridge_options(
     at: &str,
     u: &RawUpstream,
     protocol: Option<UpstreamProtocol>,
+    base: Option<&Path>,
 ) -> (Option<PathBuf>, Vec<String>) {
     let set_path = format!("{at}.descriptor_set");
     let services_path = format!("{at}.services");
@@ -822,7 +825,10 @@ fn bridge_options(
             errs.push(&set_path, "empty");
             return (None, services);
         }
-        Some(p) => Some(PathBuf::from(p)),
+        Some(p) => Some(match base {
+            Some(dir) if Path::new(p).is_relative() => dir.join(p),
+            _ => PathBuf::from(p),
+        }),
         None => None,
     };
     if descriptor_set.is_none() && u.services.is_none() {
