@@ -320,3 +320,193 @@ fn build_request(
     }
     Ok(msg)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn bridge() -> JsonGrpcBridge {
+        JsonGrpcBridge::load(None, &[]).unwrap()
+    }
+
+    /// (method path, body selector, response_body) of the binding a request finds.
+    fn found(b: &JsonGrpcBridge, verb: Method, path: &str) -> Option<(String, String, String)> {
+        let m = b.find(&verb, path).ok()?;
+        let binding = b.binding(m.binding).unwrap();
+        let body = match &binding.body {
+            BodySelector::None => "-".to_owned(),
+            BodySelector::All => "*".to_owned(),
+            BodySelector::Field(f) => f.name().to_owned(),
+        };
+        let response = binding
+            .response_body
+            .as_ref()
+            .map_or("-".to_owned(), |f| f.name().to_owned());
+        Some((
+            b.method_of(binding).unwrap().path.to_string(),
+            body,
+            response,
+        ))
+    }
+
+    fn request(
+        b: &JsonGrpcBridge,
+        verb: Method,
+        path_and_query: &str,
+        body: &str,
+    ) -> Result<String, String> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let m = b.find(&verb, path).map_err(|e| e.message.to_string())?;
+        let input = b
+            .method_of(b.binding(m.binding).unwrap())
+            .unwrap()
+            .input
+            .clone();
+        let frame = b
+            .request_frame(m, query, body.as_bytes())
+            .map_err(|e| e.message.to_string())?;
+        assert_eq!(frame[0], 0);
+        assert_eq!(
+            u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize,
+            frame.len() - 5
+        );
+        let msg = DynamicMessage::decode(input, &frame[5..]).unwrap();
+        Ok(serde_json::to_string(&msg).unwrap())
+    }
+
+    fn t(a: &str, b: &str, c: &str) -> Option<(String, String, String)> {
+        Some((a.to_owned(), b.to_owned(), c.to_owned()))
+    }
+
+    #[test]
+    fn rules_and_default_bindings() {
+        let b = bridge();
+        assert_eq!(b.services(), ["tracebridge.demo.v1.Greeter"]);
+        let say = "/tracebridge.demo.v1.Greeter/SayHello";
+        assert_eq!(found(&b, Method::POST, "/v1/greeter/ann"), t(say, "*", "-"));
+        assert_eq!(found(&b, Method::GET, "/v1/greeter/ann"), t(say, "-", "-"));
+        assert_eq!(
+            found(&b, Method::GET, "/v1/lang/en/greeter/people/ann:greet"),
+            t(say, "-", "-")
+        );
+        assert_eq!(
+            found(&b, Method::PUT, "/v1/shout/ann"),
+            t("/tracebridge.demo.v1.Greeter/Shout", "locale", "message")
+        );
+        assert_eq!(
+            found(&b, Method::POST, "/tracebridge.demo.v1.Greeter/Countdown"),
+            t("/tracebridge.demo.v1.Greeter/Countdown", "*", "-")
+        );
+        assert_eq!(found(&b, Method::GET, say), None);
+        assert_eq!(found(&b, Method::DELETE, "/v1/greeter/ann"), None);
+        assert_eq!(
+            b.find(&Method::GET, "/v2/x").unwrap_err().to_string(),
+            "no_route (downstream side): no gRPC method is bound to GET /v2/x (bridged services: tracebridge.demo.v1.Greeter)"
+        );
+    }
+
+    #[test]
+    fn body_path_and_query_fill_the_request() {
+        let b = bridge();
+        // body "*": the path variable wins over the body.
+        assert_eq!(
+            request(
+                &b,
+                Method::POST,
+                "/v1/greeter/ann",
+                r#"{"name":"bob","count":2}"#
+            ),
+            Ok(r#"{"name":"ann","count":2}"#.to_owned())
+        );
+        // No body: query parameters, repeated and nested, JSON or proto names.
+        assert_eq!(
+            request(
+                &b,
+                Method::GET,
+                "/v1/greeter/ann?tags=a&tags=b&locale.region=GB&visitor_id=7&sentAt=2024-01-01T00:00:00Z",
+                ""
+            ),
+            Ok(r#"{"name":"ann","visitorId":"7","tags":["a","b"],"locale":{"region":"GB"},"sentAt":"2024-01-01T00:00:00Z"}"#.to_owned())
+        );
+        // body "locale": the body is that field; other fields from path and query.
+        assert_eq!(
+            request(&b, Method::PUT, "/v1/shout/ann", r#"{"language":"fr"}"#),
+            Ok(r#"{"name":"ann","locale":{"language":"fr"}}"#.to_owned())
+        );
+        assert_eq!(
+            request(&b, Method::PUT, "/v1/shout/ann?locale.region=FR", r#"{}"#),
+            Err("invalid request for tracebridge.demo.v1.ShoutRequest: query parameter `locale.region`: not allowed: the JSON body fills this field".to_owned())
+        );
+        assert_eq!(
+            request(&b, Method::POST, "/v1/greeter/ann?count=1", "{}"),
+            Err("invalid request for tracebridge.demo.v1.HelloRequest: query parameter `count`: not allowed: the JSON body fills the whole message".to_owned())
+        );
+        assert_eq!(
+            request(&b, Method::GET, "/v1/greeter/ann?name=bob", ""),
+            Err("invalid request for tracebridge.demo.v1.HelloRequest: query parameter `name`: not allowed: the path binds this field".to_owned())
+        );
+        assert_eq!(
+            request(&b, Method::GET, "/v1/greeter/ann?colour=red", ""),
+            Err("invalid request for tracebridge.demo.v1.HelloRequest: query parameter `colour`: \"colour\" is not a field of tracebridge.demo.v1.HelloRequest".to_owned())
+        );
+        assert_eq!(
+            request(&b, Method::GET, "/v1/greeter/ann", "{}"),
+            Err("GET /v1/greeter/{name} takes no request body (send its fields as query parameters)".to_owned())
+        );
+        // The default binding takes the whole message.
+        assert_eq!(
+            request(
+                &b,
+                Method::POST,
+                "/tracebridge.demo.v1.Greeter/Countdown",
+                r#"{"from":3}"#
+            ),
+            Ok(r#"{"from":3}"#.to_owned())
+        );
+    }
+
+    #[test]
+    fn replies_honour_response_body() {
+        let b = bridge();
+        let pool = descriptors::builtin().unwrap();
+        let mut reply = DynamicMessage::new(
+            pool.get_message_by_name("tracebridge.demo.v1.HelloReply")
+                .unwrap(),
+        );
+        let mut words = DynamicMessage::new(
+            pool.get_message_by_name("tracebridge.demo.v1.HelloMessage")
+                .unwrap(),
+        );
+        words.set_field_by_name("text", prost_reflect::Value::String("HI".into()));
+        reply.set_field_by_name("message", prost_reflect::Value::Message(words));
+        reply.set_field_by_name("visitor_id", prost_reflect::Value::I64(5));
+        let wire = reply.encode_to_vec();
+        let shout = b.find(&Method::PUT, "/v1/shout/a").unwrap().binding;
+        let say = b.find(&Method::POST, "/v1/greeter/a").unwrap().binding;
+        assert_eq!(
+            String::from_utf8(b.reply_json(shout, &wire).unwrap()).unwrap(),
+            r#"{"text":"HI","words":0}"#
+        );
+        assert_eq!(
+            String::from_utf8(b.reply_json(say, &wire).unwrap()).unwrap(),
+            r#"{"message":{"text":"HI"},"visitorId":"5"}"#
+        );
+        assert_eq!(
+            b.reply_json(say, b"\xff").unwrap_err().kind,
+            ErrorKind::UpstreamProtocol
+        );
+    }
+
+    #[test]
+    fn unknown_services_are_named() {
+        let e = JsonGrpcBridge::load(None, &["x.Y".to_owned()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "services[0]: \"x.Y\" is not a service of the descriptor set (services: tracebridge.demo.v1.Greeter)"
+        );
+    }
+}
