@@ -5,6 +5,7 @@
 //! [`RunningGateway::shutdown`] stops accepting, drains in-flight calls and flushes spans.
 
 pub mod demo;
+mod demo_grpc;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
