@@ -283,7 +283,7 @@ pub async fn handle(
         started,
         started_wall,
         status: None,
-        grpc: grpc || bridge.is_some(),
+        grpc,
         grpc_status: None,
         error: None,
         span: call.filter(|c| c.sampled).map(|c| {

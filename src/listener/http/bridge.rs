@@ -56,6 +56,8 @@ pub(super) async fn request(
         .and_then(|b| bridge.method_of(b))
         .ok_or_else(|| GatewayError::new(ErrorKind::Internal, Side::Internal, "lost binding"))?;
     let (path, streaming) = (method.path.clone(), method.server_streaming);
+    // From here on the call is a gRPC call: spans name the RPC, statuses are recorded.
+    record.grpc = true;
     if let Some(span) = record.span.as_mut() {
         span.rpc_path = Some(path.clone());
     }
