@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tracebridge::config::{
-    self, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch, SamplerConfig,
+    self, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch, SamplerConfig,
     ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
 use tracebridge::trace::Format;
@@ -195,7 +195,13 @@ fn example_loads_with_every_value() {
                 None
             ),
             ("rpc#4", "rpc", 3, Duration::from_secs(30), None),
+            ("greeter-json", "edge", 4, Duration::from_secs(30), None),
         ]
+    );
+    let bridges: Vec<_> = c.routes.iter().map(|r| r.bridge).collect();
+    assert_eq!(
+        bridges,
+        [None, None, None, None, None, Some(BridgeKind::JsonGrpc)]
     );
     assert_eq!(
         c.routes[0].matcher,
@@ -273,8 +279,31 @@ fn example_loads_with_every_value() {
                 secs(1),
                 8
             ),
+            (
+                "greeter",
+                UpstreamProtocol::Grpc,
+                None,
+                None,
+                "127.0.0.1:50051".to_owned(),
+                secs(5),
+                64
+            ),
         ]
     );
+    let greeter = &c.upstreams[4];
+    assert_eq!(
+        greeter.descriptor_set.as_deref(),
+        Some(
+            example_path()
+                .parent()
+                .unwrap()
+                .join("greeter.binpb")
+                .as_path()
+        )
+    );
+    assert_eq!(greeter.services, ["tracebridge.demo.v1.Greeter"]);
+    assert_eq!(c.upstreams[1].descriptor_set, None);
+    assert!(c.upstreams[1].services.is_empty());
 }
 
 #[test]
@@ -319,6 +348,9 @@ fn example_uses_every_key() {
         "endpoints =",
         "connect_timeout =",
         "pool_idle_per_endpoint =",
+        "bridge =",
+        "descriptor_set =",
+        "services =",
     ];
     for key in keys {
         assert!(text.contains(key), "example lacks {key:?}");
@@ -691,7 +723,7 @@ fn unknown_field_is_reported_with_its_path() {
     assert_eq!(
         errors(&text),
         [
-            "upstreams[1].retries: unknown field `retries`, expected one of `name`, `protocol`, `transport`, `thrift_protocol`, `endpoints`, `connect_timeout`, `pool_idle_per_endpoint`"
+            "upstreams[1].retries: unknown field `retries`, expected one of `name`, `protocol`, `transport`, `thrift_protocol`, `endpoints`, `connect_timeout`, `pool_idle_per_endpoint`, `descriptor_set`, `services`"
         ]
     );
     let text = edited(
@@ -731,5 +763,104 @@ fn load_reports_an_unreadable_file() {
             .starts_with(&format!("cannot read {}: ", path.display())),
         "{}",
         e.errors[0].message
+    );
+}
+
+/// `BASE` plus a bridged route to a gRPC upstream with the given extra upstream lines.
+fn bridged(route_extra: &str, upstream_lines: &str) -> String {
+    format!(
+        "{BASE}\n[[routes]]\nlistener = \"edge\"\nmatch = {{ path_prefix = \"/v1\" }}\nupstream = \"greeter\"\n{route_extra}\n\n[[upstreams]]\nname = \"greeter\"\nprotocol = \"grpc\"\nendpoints = [\"127.0.0.1:50051\"]\n{upstream_lines}\n"
+    )
+}
+
+#[test]
+fn bridge_keys_are_validated_with_their_paths() {
+    // The built-in set: valid with and without a service list.
+    let c = config::parse(&bridged("bridge = \"json-grpc\"", "")).unwrap();
+    assert_eq!(c.routes[2].bridge, Some(BridgeKind::JsonGrpc));
+    assert_eq!(c.upstreams[2].descriptor_set, None);
+    let c = config::parse(&bridged(
+        "bridge = \"json-grpc\"",
+        "services = [\"tracebridge.demo.v1.Greeter\"]",
+    ))
+    .unwrap();
+    assert_eq!(c.upstreams[2].services, ["tracebridge.demo.v1.Greeter"]);
+
+    assert_eq!(
+        errors(&bridged("bridge = \"grpc-json\"", "")),
+        [r#"routes[2].bridge: "grpc-json" is not a known bridge (known: json-grpc)"#]
+    );
+    // A bridge towards an http upstream; bridge keys on an http upstream.
+    assert_eq!(
+        errors(&edited(
+            "upstream = \"users\"\n",
+            "upstream = \"users\"\nbridge = \"json-grpc\"\n"
+        )),
+        [r#"routes[0].bridge: "json-grpc" needs a grpc upstream ("users" has protocol "http")"#]
+    );
+    assert_eq!(
+        errors(&edited(
+            "endpoints = [\"127.0.0.1:9191\"]\n",
+            "endpoints = [\"127.0.0.1:9191\"]\ndescriptor_set = \"x.binpb\"\nservices = []\n"
+        )),
+        [
+            r#"upstreams[0].descriptor_set: "x.binpb" is only for grpc upstreams (protocol is "http")"#,
+            r#"upstreams[0].services: only for grpc upstreams (protocol is "http")"#,
+        ]
+    );
+    assert_eq!(
+        errors(&bridged(
+            "bridge = \"json-grpc\"",
+            "services = [\"tracebridge.demo.v1.Greeter\", \"shop.v1.Orders\"]"
+        )),
+        [
+            r#"upstreams[2].services[1]: "shop.v1.Orders" is not a service of the descriptor set (services: tracebridge.demo.v1.Greeter)"#
+        ]
+    );
+}
+
+#[test]
+fn descriptor_set_files_must_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.binpb");
+    std::fs::write(&good, tracebridge::bridge::descriptors::BUILTIN).unwrap();
+    let garbage = dir.path().join("garbage.binpb");
+    std::fs::write(&garbage, b"\xff\xffnot a descriptor set").unwrap();
+    let missing = dir.path().join("missing.binpb");
+
+    let line = |p: &Path| format!("descriptor_set = {:?}", p.display().to_string());
+    let c = config::parse(&bridged("bridge = \"json-grpc\"", &line(&good))).unwrap();
+    assert_eq!(
+        c.upstreams[2].descriptor_set.as_deref(),
+        Some(good.as_path())
+    );
+
+    let e = errors(&bridged("bridge = \"json-grpc\"", &line(&garbage)));
+    assert_eq!(e.len(), 1);
+    let want = format!(
+        "upstreams[2].descriptor_set: {}: not a valid serialized google.protobuf.FileDescriptorSet: ",
+        garbage.display()
+    );
+    assert!(e[0].starts_with(&want), "{}", e[0]);
+
+    let e = errors(&bridged("bridge = \"json-grpc\"", &line(&missing)));
+    assert_eq!(e.len(), 1);
+    let want = format!(
+        "upstreams[2].descriptor_set: cannot read {}: No such file or directory",
+        missing.display()
+    );
+    assert!(e[0].starts_with(&want), "{}", e[0]);
+
+    // Relative paths are taken from the config file's directory.
+    let file = dir.path().join("gw.toml");
+    std::fs::write(
+        &file,
+        bridged("bridge = \"json-grpc\"", "descriptor_set = \"good.binpb\""),
+    )
+    .unwrap();
+    let c = config::load(&file).unwrap();
+    assert_eq!(
+        c.upstreams[2].descriptor_set.as_deref(),
+        Some(good.as_path())
     );
 }

@@ -76,6 +76,8 @@ fn upstream(
         endpoints: vec![addr.to_string()],
         connect_timeout: Duration::from_secs(1),
         pool_idle_per_endpoint: 1,
+        descriptor_set: None,
+        services: Vec::new(),
     })
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 use crate::config;
 use crate::error::{ErrorKind, GatewayError, Side};
 
-/// The embedded gateway config; `{LISTEN}`, `{ADMIN}` and `{USERS}` are filled in at start.
+/// The embedded gateway config; `{LISTEN}`, `{ADMIN}`, `{USERS}` and `{GREETER}` are filled in
+/// at start.
 pub const DEMO_CONFIG: &str = r#"
 [admin]
 listen = "{ADMIN}"
@@ -45,6 +46,20 @@ upstream = "users"
 on_missing = "reject"
 
 [[routes]]
+name = "greeter-json"
+listener = "edge"
+match = { path_prefix = "/v1" }
+upstream = "greeter"
+bridge = "json-grpc"
+
+[[routes]]
+name = "greeter-default"
+listener = "edge"
+match = { path_prefix = "/tracebridge.demo.v1.Greeter" }
+upstream = "greeter"
+bridge = "json-grpc"
+
+[[routes]]
 name = "users"
 listener = "edge"
 match = { path_prefix = "/" }
@@ -54,6 +69,11 @@ upstream = "users"
 name = "users"
 protocol = "http"
 endpoints = ["{USERS}"]
+
+[[upstreams]]
+name = "greeter"
+protocol = "grpc"
+endpoints = ["{GREETER}"]
 "#;
 
 /// Options of `tracebridge demo`.
@@ -70,11 +90,13 @@ pub struct DemoOptions {
 /// Runs the demo until SIGINT/SIGTERM (or, with `once`, after the sample requests).
 pub async fn run(options: DemoOptions) -> Result<(), GatewayError> {
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
+    let greeter = super::demo_grpc::start_greeter(seen_tx.clone()).await?;
     let users = start_demo_upstream("users", seen_tx).await?;
     let text = DEMO_CONFIG
         .replace("{LISTEN}", &options.listen.to_string())
         .replace("{ADMIN}", &options.admin.to_string())
-        .replace("{USERS}", &users.to_string());
+        .replace("{USERS}", &users.to_string())
+        .replace("{GREETER}", &greeter.to_string());
     let config = config::parse(&text).map_err(|e| {
         GatewayError::new(
             ErrorKind::Internal,
@@ -86,6 +108,7 @@ pub async fn run(options: DemoOptions) -> Result<(), GatewayError> {
     let edge = gateway.address("edge").unwrap_or(options.listen);
     println!("tracebridge demo");
     println!("  demo upstream  users   http://{users}");
+    println!("  demo upstream  greeter grpc://{greeter} (tracebridge.demo.v1.Greeter)");
     for b in &gateway.bound {
         println!(
             "  gateway        {:<7} {}://{}",
@@ -109,6 +132,10 @@ pub async fn run(options: DemoOptions) -> Result<(), GatewayError> {
     println!(
         "  curl -s http://{edge}/strict/1          # rejected: this route demands trace context"
     );
+    println!(
+        "  curl -si -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' -d '{{\"greeting\":\"hi\"}}' http://{edge}/v1/greeter/world"
+    );
+    println!("  curl -s http://{edge}/v1/countdown/3     # server streaming as NDJSON");
     println!(
         "  curl -s http://{}/metrics",
         gateway
@@ -270,9 +297,14 @@ mod tests {
         let text = DEMO_CONFIG
             .replace("{LISTEN}", "127.0.0.1:0")
             .replace("{ADMIN}", "127.0.0.1:0")
-            .replace("{USERS}", "127.0.0.1:9");
+            .replace("{USERS}", "127.0.0.1:9")
+            .replace("{GREETER}", "127.0.0.1:10");
         let cfg = config::parse(&text).unwrap();
-        assert_eq!(cfg.routes.len(), 2);
+        assert_eq!(cfg.routes.len(), 4);
+        assert_eq!(
+            cfg.routes[1].bridge,
+            Some(crate::config::BridgeKind::JsonGrpc)
+        );
         assert_eq!(
             cfg.routes[0].on_missing,
             Some(crate::config::OnMissing::Reject)

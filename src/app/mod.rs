@@ -5,7 +5,9 @@
 //! [`RunningGateway::shutdown`] stops accepting, drains in-flight calls and flushes spans.
 
 pub mod demo;
+mod demo_grpc;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::bridge::JsonGrpcBridge;
 use crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
-use crate::config::{Config, ListenerConfig, ListenerProtocol, UpstreamProtocol};
+use crate::config::{BridgeKind, Config, ListenerConfig, ListenerProtocol, UpstreamProtocol};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::listener::http::{HttpRoute, HttpStage, Limits, serve_http};
 use crate::listener::thrift::{ThriftRoute, ThriftStage, serve_thrift};
@@ -233,6 +236,7 @@ fn http_router(
     upstreams: &[Upstream],
 ) -> Result<Router<Arc<HttpRoute>>, GatewayError> {
     let mut routes = Vec::new();
+    let mut bridges = HashMap::new();
     for route in config.routes.iter().filter(|r| r.listener == listener.name) {
         let Some(Upstream::Http(upstream)) = upstreams.get(route.upstream) else {
             let name = config
@@ -244,16 +248,43 @@ fn http_router(
                 route.name, listener.name
             )));
         };
+        let bridge = match route.bridge {
+            Some(BridgeKind::JsonGrpc) => {
+                Some(json_grpc_bridge(config, route.upstream, &mut bridges)?)
+            }
+            None => None,
+        };
         let target = HttpRoute {
             name: route.name.as_str().into(),
             path_prefix: route.matcher.path_prefix.as_deref().map(Into::into),
             upstream: upstream.clone(),
             timeout: route.timeout,
             on_missing: route.on_missing.unwrap_or(config.propagation.on_missing),
+            bridge,
         };
         routes.push((route.matcher.clone(), Arc::new(target)));
     }
     Ok(Router::new(routes))
+}
+
+/// The JSON → gRPC bridge of upstream `index`, built once per listener and shared by its
+/// bridged routes.
+fn json_grpc_bridge(
+    config: &Config,
+    index: usize,
+    bridges: &mut HashMap<usize, Arc<JsonGrpcBridge>>,
+) -> Result<Arc<JsonGrpcBridge>, GatewayError> {
+    if let Some(b) = bridges.get(&index) {
+        return Ok(b.clone());
+    }
+    let Some(u) = config.upstreams.get(index) else {
+        return Err(config_error(format!("no upstream #{index}")));
+    };
+    let bridge = JsonGrpcBridge::load(u.descriptor_set.as_deref(), &u.services)
+        .map_err(|e| config_error(format!("upstream {}: json-grpc bridge: {e}", u.name)))?;
+    let bridge = Arc::new(bridge);
+    bridges.insert(index, bridge.clone());
+    Ok(bridge)
 }
 
 async fn bind(name: &str, address: SocketAddr) -> Result<TcpListener, GatewayError> {

@@ -5,11 +5,83 @@
 //! Wire facts from gRPC's "gRPC over HTTP2" protocol description: `grpc-timeout` is at most
 //! 8 ASCII digits and a unit (`H` hours, `M` minutes, `S` seconds, `m` milliseconds,
 //! `u` microseconds, `n` nanoseconds); `grpc-message` is percent-encoded UTF-8 where bytes
-//! outside `0x20..=0x7E`, and `%` itself, are written as `%XX`.
+//! outside `0x20..=0x7E`, and `%` itself, are written as `%XX`. Messages are length-prefixed:
+//! one flag byte (bit 0: compressed with the call's `grpc-encoding`), a 4-byte big-endian
+//! length, then the message bytes.
 
+use std::io::Read;
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
+
+/// gRPC's default largest message a receiver accepts (4 MiB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Why a length-prefixed message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces more than the receiver accepts.
+    #[error("gRPC message of {len} bytes exceeds the maximum message size {max}")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The flag byte is neither 0 nor 1.
+    #[error("gRPC message flag {0:#04x} is neither 0 (plain) nor 1 (compressed)")]
+    BadFlag(u8),
+    /// A compressed message could not be inflated, or inflates past the limit.
+    #[error("gRPC message does not inflate: {0}")]
+    Inflate(String),
+}
+
+/// One length-prefixed message from the front of `buf`: `Ok(None)` until `buf` holds it whole;
+/// `(compressed, message)` once it does (the bytes are taken from `buf`).
+pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(bool, Bytes)>, FrameError> {
+    // flag (1) | length (4, big-endian) | message (length)
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let flag = buf[0];
+    if flag > 1 {
+        return Err(FrameError::BadFlag(flag));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if buf.len() < 5 + len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    Ok(Some((flag == 1, buf.split_to(len).freeze())))
+}
+
+/// Writes `message` as one uncompressed length-prefixed message.
+pub fn encode_frame(message: &[u8], out: &mut BytesMut) {
+    out.reserve(5 + message.len());
+    out.put_u8(0);
+    out.put_u32(message.len() as u32);
+    out.put_slice(message);
+}
+
+/// Inflates a gzip-compressed message (`grpc-encoding: gzip`), refusing output beyond `max`.
+pub fn inflate_gzip(message: &[u8], max: usize) -> Result<Bytes, FrameError> {
+    let mut out = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::GzDecoder::new(message)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| FrameError::Inflate(e.to_string()))?;
+    if out.len() > max {
+        return Err(FrameError::Inflate(format!(
+            "inflated size exceeds the maximum message size {max}"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
 
 /// Whether the request is gRPC (`application/grpc` or `application/grpc+<codec>`; gRPC-Web's
 /// `application/grpc-web*` is not).
@@ -86,6 +158,29 @@ pub fn encode_message(message: &str) -> HeaderValue {
     HeaderValue::from_str(&out).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// Decodes a percent-encoded `grpc-message`; invalid escapes are kept as they are and
+/// invalid UTF-8 is replaced.
+pub fn decode_message(value: &[u8]) -> String {
+    let hex = |b: &u8| (*b as char).to_digit(16);
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                value.get(i + 1).and_then(hex),
+                value.get(i + 2).and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(value[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The `grpc-status` of a header block (response headers of a trailers-only response, or
 /// trailers), if present and numeric.
 pub fn status_of(headers: &HeaderMap) -> Option<u32> {
@@ -154,6 +249,61 @@ mod tests {
     fn messages_are_percent_encoded() {
         assert_eq!(encode_message("no route"), "no route");
         assert_eq!(encode_message("50% ☃\n"), "50%25 %E2%98%83%0A");
+    }
+
+    #[test]
+    fn messages_are_percent_decoded() {
+        assert_eq!(decode_message(b"50%25 %E2%98%83%0A"), "50% \u{2603}\n");
+        assert_eq!(decode_message(b"bad %zz %4"), "bad %zz %4");
+        assert_eq!(
+            decode_message(encode_message("no such user: ☃").as_bytes()),
+            "no such user: ☃"
+        );
+    }
+
+    #[test]
+    fn frames_decode_incrementally_and_bounded() {
+        let mut wire = BytesMut::new();
+        encode_frame(b"abc", &mut wire);
+        encode_frame(b"", &mut wire);
+        assert_eq!(&wire[..], b"\0\0\0\0\x03abc\0\0\0\0\0");
+        let mut buf = BytesMut::new();
+        for (i, &b) in wire.iter().enumerate() {
+            buf.put_u8(b);
+            let got = decode_frame(&mut buf, 16).unwrap();
+            match i {
+                7 => assert_eq!(got, Some((false, Bytes::from_static(b"abc")))),
+                12 => assert_eq!(got, Some((false, Bytes::new()))),
+                _ => assert_eq!(got, None, "byte {i}"),
+            }
+        }
+        let mut big = BytesMut::from(&[0u8, 0, 0, 0, 17][..]);
+        assert_eq!(
+            decode_frame(&mut big, 16),
+            Err(FrameError::TooLarge { len: 17, max: 16 })
+        );
+        let mut flag = BytesMut::from(&[2u8, 0, 0, 0, 0][..]);
+        assert_eq!(decode_frame(&mut flag, 16), Err(FrameError::BadFlag(2)));
+    }
+
+    #[test]
+    fn gzip_messages_inflate_within_the_limit() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[7u8; 100]).unwrap();
+        let packed = gz.finish().unwrap();
+        assert_eq!(
+            inflate_gzip(&packed, 100).unwrap(),
+            Bytes::from(vec![7u8; 100])
+        );
+        assert!(matches!(
+            inflate_gzip(&packed, 99),
+            Err(FrameError::Inflate(m)) if m.contains("exceeds the maximum message size 99")
+        ));
+        assert!(matches!(
+            inflate_gzip(b"not gzip", 100),
+            Err(FrameError::Inflate(_))
+        ));
     }
 
     #[test]

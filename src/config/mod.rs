@@ -148,6 +148,16 @@ pub struct RouteConfig {
     pub timeout: Duration,
     /// Overrides `[propagation] on_missing` for this route.
     pub on_missing: Option<OnMissing>,
+    /// Translates the caller's protocol into the upstream's (`bridge = "json-grpc"`).
+    pub bridge: Option<BridgeKind>,
+}
+
+/// A route's protocol bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BridgeKind {
+    /// `json-grpc`: plain HTTP/JSON callers reach a gRPC upstream; the method is found by the
+    /// `google.api.http` rules of the upstream's descriptor set.
+    JsonGrpc,
 }
 
 /// `match = { ... }` of a route. An empty matcher matches every request.
@@ -185,6 +195,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Idle pooled connections kept per endpoint; default 64.
     pub pool_idle_per_endpoint: usize,
+    /// gRPC upstreams: the serialized `FileDescriptorSet` bridged routes read their schemas
+    /// from; `None`: the built-in set (the demo service and well-known types).
+    pub descriptor_set: Option<PathBuf>,
+    /// gRPC upstreams: the services bridged routes may call; empty: every service in the set.
+    pub services: Vec<String>,
 }
 
 /// Upstream protocol.
@@ -239,11 +254,13 @@ pub struct ConfigError {
 }
 
 /// Parses and validates TOML text.
+/// Relative file paths in it (`descriptor_set`) are taken from the working directory.
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    validate::validate(raw::parse(text)?)
+    validate::validate(raw::parse(text)?, None)
 }
 
-/// Reads, parses and validates a config file.
+/// Reads, parses and validates a config file. Relative file paths in it (`descriptor_set`)
+/// are taken from the file's directory.
 pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         errors: vec![ConfigError {
@@ -251,7 +268,7 @@ pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read {}: {e}", path.display()),
         }],
     })?;
-    parse(&text)
+    validate::validate(raw::parse(&text)?, path.parent())
 }
 
 /// The path of a config file given on the command line.

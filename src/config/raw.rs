@@ -98,6 +98,7 @@ pub(super) struct RawRoute {
     pub(super) upstream: Option<String>,
     pub(super) timeout: Option<String>,
     pub(super) on_missing: Option<String>,
+    pub(super) bridge: Option<String>,
 }
 
 /// `match = { ... }` of a route.
@@ -126,6 +127,8 @@ pub(super) struct RawUpstream {
     pub(super) endpoints: Option<Vec<String>>,
     pub(super) connect_timeout: Option<String>,
     pub(super) pool_idle_per_endpoint: Option<i64>,
+    pub(super) descriptor_set: Option<String>,
+    pub(super) services: Option<Vec<String>>,
 }
 
 /// Parses TOML text into the raw structs. A syntax error, an unknown key or a TOML type

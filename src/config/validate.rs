@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::duration::parse_duration;
@@ -15,10 +16,12 @@ use super::raw::{
     RawAdmin, RawConfig, RawListener, RawMatch, RawPropagation, RawTelemetry, RawUpstream,
 };
 use super::{
-    AdminConfig, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerProtocol, OnMissing,
-    OtlpProtocol, PropagationConfig, RouteConfig, RouteMatch, SamplerConfig, ShutdownConfig,
-    TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamConfig, UpstreamProtocol,
+    AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerProtocol,
+    OnMissing, OtlpProtocol, PropagationConfig, RouteConfig, RouteMatch, SamplerConfig,
+    ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamConfig,
+    UpstreamProtocol,
 };
+use crate::bridge::{BuildError, JsonGrpcBridge};
 use crate::trace::Format;
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
@@ -50,6 +53,7 @@ const ON_MISSING: &[(&str, OnMissing)] = &[
     ("reject", OnMissing::Reject),
     ("pass", OnMissing::Pass),
 ];
+const BRIDGES: &[(&str, BridgeKind)] = &[("json-grpc", BridgeKind::JsonGrpc)];
 const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
     ("http", ListenerProtocol::Http),
     ("thrift", ListenerProtocol::Thrift),
@@ -70,7 +74,9 @@ const THRIFT_PROTOCOLS: &[(&str, ThriftProtocol)] = &[
     ("compact", ThriftProtocol::Compact),
 ];
 
-pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+/// Validates `raw`; relative file paths (`descriptor_set`) are resolved against `base`, the
+/// config file's directory (`None`: the working directory).
+pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, ConfigErrors> {
     let mut errs = Errors::default();
     let admin = admin(&mut errs, &raw.admin);
     let telemetry = telemetry(&mut errs, &raw.telemetry);
@@ -86,7 +92,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     };
     let listeners = listeners(&mut errs, &raw.listeners, admin.listen);
     let routes = routes(&mut errs, &raw);
-    let upstreams = upstreams(&mut errs, &raw.upstreams);
+    let upstreams = upstreams(&mut errs, &raw.upstreams, base);
     if !errs.0.is_empty() {
         return Err(ConfigErrors { errors: errs.0 });
     }
@@ -486,6 +492,7 @@ fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
                 ON_MISSING,
             )
         });
+        let bridge = route_bridge(errs, &at, r.bridge.as_deref(), listener, upstream, raw);
         if let (Some(name), Some((listener, _)), Some(upstream)) = (name, listener, upstream) {
             out.push(RouteConfig {
                 name,
@@ -494,10 +501,50 @@ fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
                 upstream,
                 timeout,
                 on_missing,
+                bridge,
             });
         }
     }
     out
+}
+
+/// `bridge`: a known kind, on an http listener, towards a grpc upstream.
+fn route_bridge(
+    errs: &mut Errors,
+    at: &str,
+    value: Option<&str>,
+    listener: Option<(&str, Option<ListenerProtocol>)>,
+    upstream: Option<usize>,
+    raw: &RawConfig,
+) -> Option<BridgeKind> {
+    let path = format!("{at}.bridge");
+    let kind = choice(errs, &path, value?, "bridge", BRIDGES)?;
+    if let Some((name, Some(ListenerProtocol::Thrift))) = listener {
+        errs.push(
+            &path,
+            format!(
+                "{} needs an http listener ({} is thrift)",
+                q(value?),
+                q(name)
+            ),
+        );
+    }
+    let target = upstream.and_then(|i| raw.upstreams.get(i));
+    if let Some(u) = target
+        && let Some(protocol) = u.protocol.as_deref()
+        && protocol != "grpc"
+    {
+        errs.push(
+            &path,
+            format!(
+                "{} needs a grpc upstream ({} has protocol {})",
+                q(value?),
+                q(u.name.as_deref().unwrap_or_default()),
+                q(protocol)
+            ),
+        );
+    }
+    Some(kind)
 }
 
 fn upstream_index(
@@ -625,7 +672,7 @@ fn headers(errs: &mut Errors, at: &str, raw: &BTreeMap<String, String>) -> Vec<(
     out
 }
 
-fn upstreams(errs: &mut Errors, raw: &[RawUpstream]) -> Vec<UpstreamConfig> {
+fn upstreams(errs: &mut Errors, raw: &[RawUpstream], base: Option<&Path>) -> Vec<UpstreamConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, u) in raw.iter().enumerate() {
@@ -653,6 +700,7 @@ fn upstreams(errs: &mut Errors, raw: &[RawUpstream]) -> Vec<UpstreamConfig> {
                 )
             });
         let (transport, thrift_protocol) = thrift_options(errs, &at, u, protocol);
+        let (descriptor_set, services) = bridge_options(errs, &at, u, protocol, base);
         let endpoints = endpoints(errs, &at, u.endpoints.as_deref());
         let connect_timeout = duration(
             errs,
@@ -677,6 +725,8 @@ fn upstreams(errs: &mut Errors, raw: &[RawUpstream]) -> Vec<UpstreamConfig> {
                 endpoints,
                 connect_timeout,
                 pool_idle_per_endpoint,
+                descriptor_set,
+                services,
             });
         }
     }
@@ -732,6 +782,70 @@ fn thrift_options(
         // The protocol is already reported; checking these against it would only add noise.
         None => (None, None),
     }
+}
+
+/// `descriptor_set` and `services`: gRPC upstreams only; the set must load and name the
+/// services (and its `google.api.http` rules must be valid), so `tracebridge check` finds
+/// what start-up would.
+fn bridge_options(
+    errs: &mut Errors,
+    at: &str,
+    u: &RawUpstream,
+    protocol: Option<UpstreamProtocol>,
+    base: Option<&Path>,
+) -> (Option<PathBuf>, Vec<String>) {
+    let set_path = format!("{at}.descriptor_set");
+    let services_path = format!("{at}.services");
+    let services = u.services.clone().unwrap_or_default();
+    match protocol {
+        Some(UpstreamProtocol::Grpc) => {}
+        Some(_) => {
+            let given = q(u.protocol.as_deref().unwrap_or_default());
+            if let Some(set) = &u.descriptor_set {
+                errs.push(
+                    set_path,
+                    format!(
+                        "{} is only for grpc upstreams (protocol is {given})",
+                        q(set)
+                    ),
+                );
+            }
+            if u.services.is_some() {
+                errs.push(
+                    services_path,
+                    format!("only for grpc upstreams (protocol is {given})"),
+                );
+            }
+            return (None, Vec::new());
+        }
+        None => return (None, Vec::new()),
+    }
+    let descriptor_set = match u.descriptor_set.as_deref() {
+        Some("") => {
+            errs.push(&set_path, "empty");
+            return (None, services);
+        }
+        Some(p) => Some(match base {
+            Some(dir) if Path::new(p).is_relative() => dir.join(p),
+            _ => PathBuf::from(p),
+        }),
+        None => None,
+    };
+    if descriptor_set.is_none() && u.services.is_none() {
+        return (None, services);
+    }
+    if let Some(i) = services.iter().position(String::is_empty) {
+        errs.push(format!("{services_path}[{i}]"), "empty");
+        return (descriptor_set, services);
+    }
+    match JsonGrpcBridge::load(descriptor_set.as_deref(), &services) {
+        Ok(_) => {}
+        Err(BuildError::DescriptorSet(e)) | Err(BuildError::Rule(e)) => errs.push(set_path, e),
+        Err(BuildError::Service { index, message }) => {
+            errs.push(format!("{services_path}[{index}]"), message)
+        }
+    }
+    (descriptor_set, services)
 }
 
 fn endpoints(errs: &mut Errors, at: &str, raw: Option<&[String]>) -> Vec<String> {

@@ -2,6 +2,9 @@
 //! connection), each request run through the phases
 //! route → extract → enforce → sample → inject → dispatch → respond → record.
 //!
+//! A route with `bridge = "json-grpc"` sends plain HTTP/JSON callers to a gRPC upstream
+//! through the same phases, with `bridge` between inject and dispatch (see [`bridge`]).
+//!
 //! h2c via `Upgrade: h2c` is deprecated by RFC 9113 §3.1; a request that offers it is served
 //! over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore `Upgrade`) and the header is not forwarded.
 
@@ -25,7 +28,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod bridge;
+
 use super::CallTrace;
+use crate::bridge::JsonGrpcBridge;
 use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
 use crate::codec::{grpc, grpc_web};
 use crate::config::OnMissing;
@@ -54,6 +60,8 @@ pub struct HttpRoute {
     pub timeout: Duration,
     /// What to do without trace context.
     pub on_missing: OnMissing,
+    /// HTTP/JSON → gRPC transcoding for plain HTTP callers (`bridge = "json-grpc"`).
+    pub bridge: Option<Arc<JsonGrpcBridge>>,
 }
 
 /// Everything an HTTP listener's requests need, shared by its connections.
@@ -180,6 +188,8 @@ pub async fn handle(
         );
         return error_response_for(grpc, web.as_ref(), &err, None);
     };
+    // gRPC and gRPC-Web callers of a bridged route are forwarded as they are.
+    let bridge = route.bridge.as_ref().filter(|_| !grpc);
 
     // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
     if own_hops(req.headers()) >= MAX_OWN_HOPS {
@@ -287,6 +297,7 @@ pub async fn handle(
                 version,
                 client,
                 upstream_started: SystemTime::now(),
+                rpc_path: None,
             })
         }),
     };
@@ -316,11 +327,24 @@ pub async fn handle(
         grpc_web::request_headers(req.headers_mut(), w);
     }
     let (parts, body) = req.into_parts();
-    let body = match &web {
-        Some(w) if w.text => box_body(grpc_web::DecodeText::new(body)),
-        _ => box_body(body),
+    let mut bridged = None;
+    let upstream_req = if let Some(b) = bridge {
+        // bridge: the JSON request becomes one gRPC message
+        match bridge::request(b, parts, body, &mut record, timeout).await {
+            Ok((upstream_req, call)) => {
+                bridged = Some(call);
+                upstream_req
+            }
+            Err(err) => return fail(record, err, false, None, trace_id.as_ref()),
+        }
+    } else {
+        let body = match &web {
+            Some(w) if w.text => box_body(grpc_web::DecodeText::new(body)),
+            _ => box_body(body),
+        };
+        Request::from_parts(parts, body)
     };
-    let upstream_req = Request::from_parts(parts, body);
+    let dispatched = Instant::now();
     let outcome = tokio::time::timeout(timeout, route.upstream.send(upstream_req)).await;
     let result = match outcome {
         Ok(result) => result,
@@ -349,7 +373,7 @@ pub async fn handle(
             let (mut parts, body) = response.into_parts();
             remove_hop_by_hop(&mut parts.headers);
             record.status = Some(parts.status);
-            if grpc {
+            if record.grpc {
                 // A trailers-only response carries its status in the headers.
                 record.grpc_status = grpc::status_of(&parts.headers);
             }
@@ -357,6 +381,10 @@ pub async fn handle(
                 inner: body,
                 record: Some(record),
             };
+            if let Some(call) = bridged {
+                let deadline = dispatched + timeout;
+                return bridge::respond(call, parts, body, trace_id.as_ref(), deadline).await;
+            }
             match &web {
                 Some(w) => {
                     grpc_web::response_headers(&mut parts.headers, w);
@@ -366,20 +394,31 @@ pub async fn handle(
                 None => Response::from_parts(parts, body.boxed_unsync()),
             }
         }
-        Err(err) => {
-            stage
-                .metrics
-                .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-            let response = error_response_for(grpc, web.as_ref(), &err, trace_id.as_ref());
-            record.status = Some(response.status());
-            if grpc {
-                record.grpc_status = Some(err.kind.grpc_code());
-            }
-            record.error = Some(err.to_string());
-            drop(record);
-            response
-        }
+        Err(err) => fail(record, err, grpc, web.as_ref(), trace_id.as_ref()),
     }
+}
+
+/// A gateway-made error after the call was set up: counted, answered in the caller's terms,
+/// and recorded on the call's spans.
+fn fail(
+    mut record: CallRecord,
+    err: GatewayError,
+    grpc: bool,
+    web: Option<&grpc_web::WebMode>,
+    trace_id: Option<&TraceId>,
+) -> Response<ResponseBody> {
+    let stage = &record.stage;
+    stage
+        .metrics
+        .error(&stage.listener, err.kind.as_str(), err.side.as_str());
+    let response = error_response_for(grpc, web, &err, trace_id);
+    record.status = Some(response.status());
+    if grpc {
+        record.grpc_status = Some(err.kind.grpc_code());
+    }
+    record.error = Some(err.to_string());
+    drop(record);
+    response
 }
 
 /// What the server and client spans need, kept only for sampled calls.
@@ -391,6 +430,9 @@ struct SpanInfo {
     version: http::Version,
     client: SocketAddr,
     upstream_started: SystemTime,
+    /// A bridged call's gRPC path (`/package.Service/Method`): names the RPC on the spans and
+    /// is the client span's `url.path`.
+    rpc_path: Option<Arc<str>>,
 }
 
 /// Records metrics and spans of one call when dropped: at the end of the response body, when
@@ -442,9 +484,15 @@ impl CallRecord {
             None => SpanStatus::Unset,
         };
         let method = info.method.as_str().to_owned();
+        let target_path = info.target.split('?').next().unwrap_or("");
+        // What the upstream was sent: a bridged call leaves as `POST /package.Service/Method`.
+        let (upstream_method, upstream_path) = match &info.rpc_path {
+            Some(path) => ("POST", &**path),
+            None => (method.as_str(), target_path),
+        };
         let rpc = self
             .grpc
-            .then(|| grpc::service_and_method(info.target.split('?').next().unwrap_or("")))
+            .then(|| grpc::service_and_method(upstream_path))
             .flatten();
         let mut name = match &self.route.path_prefix {
             Some(prefix) => format!("{method} {prefix}"),
@@ -473,17 +521,7 @@ impl CallRecord {
         });
         let mut server_attrs = vec![
             ("http.request.method", AttrValue::Str(method.clone().into())),
-            (
-                "url.path",
-                AttrValue::Str(
-                    info.target
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .to_owned()
-                        .into(),
-                ),
-            ),
+            ("url.path", AttrValue::Str(target_path.to_owned().into())),
             ("url.scheme", AttrValue::Str("http".into())),
             (
                 "network.protocol.version",
@@ -507,18 +545,11 @@ impl CallRecord {
         }
         server_attrs.extend(status_attr.clone());
         let mut client_attrs = vec![
-            ("http.request.method", AttrValue::Str(method.into())),
             (
-                "url.path",
-                AttrValue::Str(
-                    info.target
-                        .split('?')
-                        .next()
-                        .unwrap_or("")
-                        .to_owned()
-                        .into(),
-                ),
+                "http.request.method",
+                AttrValue::Str(upstream_method.to_owned().into()),
             ),
+            ("url.path", AttrValue::Str(upstream_path.to_owned().into())),
             (
                 "tracebridge.upstream",
                 AttrValue::Str(self.route.upstream.name().to_owned().into()),
