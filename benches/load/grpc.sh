@@ -23,23 +23,7 @@ cargo build --release --quiet --bin tracebridge --example grpc_bench_upstream
 TARGET="${CARGO_TARGET_DIR:-target}"
 BIN="$TARGET/release/tracebridge"
 UP_BIN="$TARGET/release/examples/grpc_bench_upstream"
-WORK="$(mktemp -d)"
-PIDS=()
-# Gateways start inside $(...) subshells, so their pids go to files rather than PIDS.
-cleanup() {
-  for p in "${PIDS[@]}" $(cat "$WORK"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true; rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_line() {
-  for _ in $(seq 1 200); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "timed out waiting for '$2' in $1:" >&2; cat "$1" >&2; return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+. benches/load/common.sh   # the working directory is the repository root (cd above)
 
 "$UP_BIN" 127.0.0.1:0 > "$WORK/up.out" & PIDS+=($!)
 wait_line "$WORK/up.out" "^listening"
