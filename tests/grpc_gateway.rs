@@ -84,7 +84,7 @@ async fn gateway(up: SocketAddr) -> (RunningGateway, SocketAddr) {
     let text = format!(
         r#"
 [admin]
-listen = ""
+listen = "127.0.0.1:0"
 [propagation]
 extract = ["w3c", "grpc-trace-bin"]
 inject = ["w3c", "grpc-trace-bin"]
@@ -238,6 +238,12 @@ async fn gateway_errors_are_grpc_statuses_on_http_200() {
     gw.shutdown().await;
 }
 
+async fn metrics(gw: &RunningGateway) -> String {
+    let admin = gw.address("admin").unwrap();
+    let (_, _, body) = support::send(false, admin, "GET", "/metrics", &[], "").await;
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// One gRPC-Web call over HTTP/1.1: (HTTP status, headers, body).
 async fn web_call(
     edge: SocketAddr,
@@ -325,23 +331,50 @@ async fn grpc_web_binary_and_text_become_grpc_with_in_body_trailers() {
     assert_eq!(headers["grpc-status"], "12");
     assert!(body.is_empty());
 
-    // Broken base64 reaches the upstream as a failed request body, never a panic; the
-    // caller gets an answer.
-    let (status, headers, _) = web_call(
-        edge,
-        "/demo.Echo/Say",
-        "application/grpc-web-text",
-        Bytes::from_static(b"!!!!"),
-    )
-    .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "a gRPC-Web caller always gets HTTP 200"
-    );
-    let code = headers
-        .get("grpc-status")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert!(code.is_some_and(|c| c != "0"), "{headers:?}");
+    // Broken base64: the upstream sees its request stream reset, the caller INVALID_ARGUMENT
+    // naming the fault — trailers-only, or as the in-body trailer frame when the upstream had
+    // already answered its headers.
+    for broken in [&b"!!!!"[..], &b"AAAAAAE"[..]] {
+        let (status, headers, body) = web_call(
+            edge,
+            "/demo.Echo/Say",
+            "application/grpc-web-text",
+            Bytes::copy_from_slice(broken),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "a gRPC-Web caller always gets HTTP 200"
+        );
+        let (code, message) = match headers.get("grpc-status") {
+            Some(code) => (
+                code.to_str().unwrap().to_owned(),
+                headers["grpc-message"].to_str().unwrap().to_owned(),
+            ),
+            None => {
+                let mut decoder = tracebridge::codec::grpc_web::Base64Decoder::default();
+                let bytes = decoder.push(&body).unwrap();
+                let at = bytes
+                    .iter()
+                    .position(|&b| b == 0x80)
+                    .expect("a trailer frame");
+                let block = String::from_utf8(bytes[at + 5..].to_vec()).unwrap();
+                let field = |name: &str| {
+                    block
+                        .split("\r\n")
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap()
+                        .to_owned()
+                };
+                (field("grpc-status: "), field("grpc-message: "))
+            }
+        };
+        assert_eq!(code, "3", "INVALID_ARGUMENT for {broken:?}: {message}");
+        assert!(message.contains("grpc-web-text body"), "{message}");
+    }
+    let text = metrics(&gw).await;
+    let line = "tracebridge_decode_errors_total{protocol=\"grpc-web\",reason=\"bad_base64\"} 2";
+    assert!(text.contains(line), "missing {line} in\n{text}");
     gw.shutdown().await;
 }

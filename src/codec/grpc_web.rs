@@ -13,6 +13,7 @@
 //! Both directions stream: nothing is buffered beyond an incomplete 4-character group.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use base64::Engine;
@@ -138,6 +139,11 @@ impl Base64Decoder {
     }
 }
 
+/// Why a caller's request body could not be decoded, shared by the request body that found
+/// it and the response body that must answer it. The upstream only sees its request stream
+/// reset; the caller must hear INVALID_ARGUMENT naming the fault, not the upstream's side of it.
+pub type Fault = Arc<OnceLock<String>>;
+
 pin_project_lite::pin_project! {
     /// A `-text` request body, decoded from base64 as it streams.
     pub struct DecodeText<B> {
@@ -145,16 +151,18 @@ pin_project_lite::pin_project! {
         inner: B,
         decoder: Base64Decoder,
         done: bool,
+        fault: Fault,
     }
 }
 
 impl<B> DecodeText<B> {
-    /// Wraps a base64 body.
-    pub fn new(inner: B) -> Self {
+    /// Wraps a base64 body; a decoding failure is also written to `fault`.
+    pub fn new(inner: B, fault: Fault) -> Self {
         DecodeText {
             inner,
             decoder: Base64Decoder::default(),
             done: false,
+            fault,
         }
     }
 }
@@ -182,7 +190,10 @@ where
                     *this.done = true;
                     return match this.decoder.finish() {
                         Ok(()) => Poll::Ready(None),
-                        Err(e) => Poll::Ready(Some(Err(e.into()))),
+                        Err(e) => {
+                            let _ = this.fault.set(e.clone());
+                            Poll::Ready(Some(Err(e.into())))
+                        }
                     };
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
@@ -192,6 +203,7 @@ where
                         Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                         Err(e) => {
                             *this.done = true;
+                            let _ = this.fault.set(e.clone());
                             return Poll::Ready(Some(Err(e.into())));
                         }
                     },
@@ -210,23 +222,45 @@ where
 pin_project_lite::pin_project! {
     /// A gRPC response body as gRPC-Web: data passes through (base64 per frame for `-text`)
     /// and the trailers become the final in-body frame.
+    /// When the upstream body fails because the caller's request could not be decoded
+    /// (`fault`), the answer ends with an INVALID_ARGUMENT trailer frame naming the fault.
     pub struct EncodeWeb<B> {
         #[pin]
         inner: B,
         text: bool,
         done: bool,
+        fault: Fault,
     }
 }
 
 impl<B> EncodeWeb<B> {
     /// Wraps a gRPC response body.
-    pub fn new(inner: B, text: bool) -> Self {
+    pub fn new(inner: B, text: bool, fault: Fault) -> Self {
         EncodeWeb {
             inner,
             text,
             done: false,
+            fault,
         }
     }
+}
+
+/// The trailer frame of a caller's request fault: INVALID_ARGUMENT with the reason.
+pub fn fault_trailers(why: &str) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("3"));
+    // grpc-message is percent-encoded; the faults named here are ASCII, but stay safe.
+    let message: String = why
+        .bytes()
+        .map(|b| match b {
+            b' '..=b'~' if b != b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        trailers.insert("grpc-message", v);
+    }
+    trailers
 }
 
 impl<B> Body for EncodeWeb<B>
@@ -259,7 +293,14 @@ where
                 *this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => match this.fault.get() {
+                Some(why) => {
+                    *this.done = true;
+                    let frame = trailer_frame(&fault_trailers(why));
+                    Poll::Ready(Some(Ok(Frame::data(encode(frame)))))
+                }
+                None => Poll::Ready(Some(Err(e.into()))),
+            },
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => Poll::Ready(Some(Ok(Frame::data(encode(data))))),
                 Err(frame) => match frame.into_trailers() {
@@ -358,7 +399,11 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 1, 7]))),
             Ok(Frame::trailers(trailers.clone())),
         ];
-        let body = EncodeWeb::new(StreamBody::new(futures_util::stream::iter(frames)), false);
+        let body = EncodeWeb::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            false,
+            Fault::default(),
+        );
         let bytes = body.collect().await.unwrap().to_bytes();
         let mut want = vec![0, 0, 0, 0, 1, 7];
         want.extend_from_slice(&trailer_frame(&trailers));
@@ -368,10 +413,53 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 1, 7]))),
             Ok(Frame::trailers(trailers.clone())),
         ];
-        let body = EncodeWeb::new(StreamBody::new(futures_util::stream::iter(frames)), true);
+        let body = EncodeWeb::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            true,
+            Fault::default(),
+        );
         let text = body.collect().await.unwrap().to_bytes();
         // Each frame is padded base64 of its own: decode group-wise.
         let mut d = Base64Decoder::default();
         assert_eq!(&d.push(&text).unwrap()[..], &want[..]);
+    }
+
+    #[tokio::test]
+    async fn a_request_fault_ends_the_answer_with_invalid_argument() {
+        let fault = Fault::default();
+        let request = StreamBody::new(futures_util::stream::iter(vec![Ok::<_, BoxError>(
+            Frame::data(Bytes::from_static(b"AAAA!!!!")),
+        )]));
+        let err = DecodeText::new(request, fault.clone())
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
+        let why = fault.get().unwrap().clone();
+        assert!(why.starts_with("grpc-web-text body is not base64"), "{why}");
+
+        // The upstream's body then fails (its stream was reset): the caller gets the fault.
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Err("stream reset".into())];
+        let body = EncodeWeb::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            false,
+            fault,
+        );
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], &trailer_frame(&fault_trailers(&why))[..]);
+        let block = String::from_utf8(bytes[5..].to_vec()).unwrap();
+        assert!(
+            block.starts_with("grpc-status: 3\r\ngrpc-message: grpc-web-text body is not base64"),
+            "{block}"
+        );
+
+        // Without a fault an upstream failure stays a failure.
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![Err("stream reset".into())];
+        let body = EncodeWeb::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            false,
+            Fault::default(),
+        );
+        assert!(body.collect().await.is_err());
     }
 }

@@ -285,6 +285,7 @@ pub async fn handle(
         grpc,
         grpc_status: None,
         error: None,
+        web_fault: None,
         span: call.filter(|c| c.sampled).map(|c| {
             Box::new(SpanInfo {
                 trace: c,
@@ -326,6 +327,10 @@ pub async fn handle(
     if let Some(w) = &web {
         grpc_web::request_headers(req.headers_mut(), w);
     }
+    let web_fault = grpc_web::Fault::default();
+    if web.as_ref().is_some_and(|w| w.text) {
+        record.web_fault = Some(web_fault.clone());
+    }
     let (parts, body) = req.into_parts();
     let mut bridged = None;
     let upstream_req = if let Some(b) = bridge {
@@ -339,7 +344,7 @@ pub async fn handle(
         }
     } else {
         let body = match &web {
-            Some(w) if w.text => box_body(grpc_web::DecodeText::new(body)),
+            Some(w) if w.text => box_body(grpc_web::DecodeText::new(body, web_fault.clone())),
             _ => box_body(body),
         };
         Request::from_parts(parts, body)
@@ -367,6 +372,17 @@ pub async fn handle(
         )),
     };
 
+    // A request body the gateway could not decode is the caller's error, whatever the upstream
+    // made of the reset it caused.
+    let result = match (result, web_fault.get()) {
+        (Err(_), Some(why)) => Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            Side::Downstream,
+            why.clone(),
+        )),
+        (result, _) => result,
+    };
+
     // respond (record happens when the response body is finished or dropped)
     match result {
         Ok(response) => {
@@ -388,7 +404,7 @@ pub async fn handle(
             match &web {
                 Some(w) => {
                     grpc_web::response_headers(&mut parts.headers, w);
-                    let body = grpc_web::EncodeWeb::new(body, w.text);
+                    let body = grpc_web::EncodeWeb::new(body, w.text, web_fault);
                     Response::from_parts(parts, body.boxed_unsync())
                 }
                 None => Response::from_parts(parts, body.boxed_unsync()),
@@ -449,10 +465,15 @@ struct CallRecord {
     grpc_status: Option<u32>,
     error: Option<String>,
     span: Option<Box<SpanInfo>>,
+    /// Set when a gRPC-Web-text request body was not base64: counted as malformed input.
+    web_fault: Option<grpc_web::Fault>,
 }
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
+        if self.web_fault.as_ref().is_some_and(|f| f.get().is_some()) {
+            self.stage.metrics.decode_error("grpc-web", "bad_base64");
+        }
         let code = self.status.as_ref().map_or("0", StatusCode::as_str);
         self.stage.metrics.request(
             &self.stage.listener,
