@@ -1,7 +1,8 @@
 //! `tracebridge demo`: the embedded default. Starts in-process demo upstreams and the gateway
 //! in front of them from an embedded config, prints where everything listens and each trace
 //! as it crosses (`log_spans`), and with `--once` sends one request per trace format through
-//! itself, printing what the caller sent and what the upstream received.
+//! itself, and one JSON call bridged to the gRPC Greeter, printing what the caller sent and
+//! what the upstream received.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -195,25 +196,47 @@ async fn send_samples(edge: SocketAddr) {
             continue;
         };
         println!("caller  --{label}--> {header}: {value}");
-        match client.request(req).await {
-            Ok(resp) => {
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                println!(
-                    "caller  <-- {status} {}",
-                    String::from_utf8_lossy(&body).trim()
-                );
-            }
-            Err(e) => println!("caller  <-- error: {e}"),
-        }
+        show(&client, req).await;
+    }
+    // HTTP/JSON in, gRPC out: the W3C context continues into the Greeter's metadata.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let uri = format!("http://{edge}/v1/greeter/world");
+    if let Ok(req) = Request::post(&uri)
+        .header("traceparent", traceparent)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"greeting":"hi"}"#)))
+    {
+        println!("caller  --json--> POST /v1/greeter/world traceparent: {traceparent}");
+        show(&client, req).await;
     }
     // Give the span printer a moment to drain what the export task already has.
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+/// Sends one sample and prints the answer.
+async fn show(
+    client: &hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    req: Request<Full<Bytes>>,
+) {
+    match client.request(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            println!(
+                "caller  <-- {status} {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        Err(e) => println!("caller  <-- error: {e}"),
+    }
 }
 
 /// A tiny HTTP upstream that answers with the trace headers it received, as JSON.
