@@ -374,7 +374,10 @@ class _Recorder(grpc.ServerInterceptor):
         def hooked(behaviour, streaming_requests: bool):
             def run(request, context):
                 record.time_remaining = context.time_remaining()
-                context.add_callback(record.ended.set)
+                # add_callback refuses (False) once the call has already ended, e.g. a 1 ms
+                # deadline that passed before this handler ran: then it has ended.
+                if not context.add_callback(record.ended.set):
+                    record.ended.set()
                 return behaviour(watched(request) if streaming_requests else request, context)
 
             return run
