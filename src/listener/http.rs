@@ -108,27 +108,9 @@ pub async fn serve_http(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Accept errors (EMFILE and the like) are transient; back off briefly.
-                    tracing::warn!(listener = %stage.listener, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((permit, stream, remote)) =
+        super::accept_next(&listener, &permits, &shutdown, &stage.listener).await
+    {
         let stage = stage.clone();
         stage.metrics.connection_opened(&stage.listener);
         let service_stage = stage.clone();
