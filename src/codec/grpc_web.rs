@@ -249,17 +249,7 @@ impl<B> EncodeWeb<B> {
 pub fn fault_trailers(why: &str) -> HeaderMap {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("3"));
-    // grpc-message is percent-encoded; the faults named here are ASCII, but stay safe.
-    let message: String = why
-        .bytes()
-        .map(|b| match b {
-            b' '..=b'~' if b != b'%' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&message) {
-        trailers.insert("grpc-message", v);
-    }
+    trailers.insert("grpc-message", super::grpc::encode_message(why));
     trailers
 }
 
