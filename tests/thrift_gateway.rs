@@ -359,6 +359,21 @@ impl Client {
     }
 }
 
+/// Sends binary `add` call `seq` on `client` and asserts it is answered with a REPLY of the
+/// same seqid.
+async fn assert_served(client: &mut Client, dialect: Dialect, seq: i32, what: &str) {
+    let call = message(
+        ProtocolId::Binary,
+        "add",
+        MessageType::Call,
+        seq,
+        &args_binary(seq),
+    );
+    client.send(&frame(dialect, &[], &[], &call)).await;
+    let (_, _, kind, got, _) = open(&client.reply().await.expect("a reply"));
+    assert_eq!((kind, got), (MessageType::Reply, seq), "{what}");
+}
+
 /// A reply's message: protocol, message header facts, body.
 fn open(frame: &Frame) -> (ProtocolId, String, MessageType, i32, Bytes) {
     let (protocol, message) = match frame {
@@ -753,21 +768,7 @@ async fn malformed_frames_are_answered_or_close_only_their_connection() {
         "unknown framing closes its connection"
     );
 
-    good.send(&frame(
-        dialect,
-        &[],
-        &[],
-        &message(
-            ProtocolId::Binary,
-            "add",
-            MessageType::Call,
-            3,
-            &args_binary(3),
-        ),
-    ))
-    .await;
-    let (_, _, kind, seq, _) = open(&good.reply().await.unwrap());
-    assert_eq!((kind, seq), (MessageType::Reply, 3));
+    assert_served(&mut good, dialect, 3, "a good connection beside them").await;
 
     // THeader frames broken inside: a header varint longer than 5 bytes, a header area past
     // the end of the frame, and a zlib payload inflating past max_frame_size.
@@ -808,45 +809,9 @@ async fn malformed_frames_are_answered_or_close_only_their_connection() {
         assert_eq!(code, 7, "PROTOCOL_ERROR: {message}");
         assert!(message.contains(says), "{message:?} should say {says:?}");
     }
-    let dialect_h = Dialect::Header(ProtocolId::Binary);
-    bad.send(&frame(
-        dialect_h,
-        &[],
-        &[],
-        &message(
-            ProtocolId::Binary,
-            "add",
-            MessageType::Call,
-            5,
-            &args_binary(5),
-        ),
-    ))
-    .await;
-    let (_, _, kind, seq, _) = open(&bad.reply().await.unwrap());
-    assert_eq!(
-        (kind, seq),
-        (MessageType::Reply, 5),
-        "the same connection serves on"
-    );
-    good.send(&frame(
-        dialect,
-        &[],
-        &[],
-        &message(
-            ProtocolId::Binary,
-            "add",
-            MessageType::Call,
-            4,
-            &args_binary(4),
-        ),
-    ))
-    .await;
-    let (_, _, kind, seq, _) = open(&good.reply().await.unwrap());
-    assert_eq!(
-        (kind, seq),
-        (MessageType::Reply, 4),
-        "the good connection lives on"
-    );
+    let header_binary = Dialect::Header(ProtocolId::Binary);
+    assert_served(&mut bad, header_binary, 5, "the same connection serves on").await;
+    assert_served(&mut good, dialect, 4, "the good connection lives on").await;
 
     let text = metrics(&gw).await;
     for line in [
