@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tracebridge::app::{self, RunningGateway};
 use tracebridge::codec::grpc::parse_timeout;
 
@@ -30,52 +30,37 @@ type Seen = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
 /// An h2c gRPC-ish upstream: records path, metadata and body; answers one message and the
 /// trailers `grpc-status: 0`, `x-trailer-bin`; `/slow.Svc/*` waits 1 s first.
 async fn upstream() -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let record = record.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let record = record.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body.collect().await.unwrap().to_bytes();
-                    let path = parts.uri.path().to_owned();
-                    record
-                        .lock()
-                        .unwrap()
-                        .push((path.clone(), parts.headers, body));
-                    if path.starts_with("/slow.Svc/") {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", "0".parse().unwrap());
-                    trailers.insert("x-trailer-bin", "AAEC".parse().unwrap());
-                    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
-                        Ok(Frame::data(Bytes::from_static(MESSAGE))),
-                        Ok(Frame::trailers(trailers)),
-                    ];
-                    let mut resp =
-                        Response::new(StreamBody::new(futures_util::stream::iter(frames)));
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().unwrap());
-                    resp.headers_mut()
-                        .insert("x-initial-bin", "AQID".parse().unwrap());
-                    Ok::<_, Infallible>(resp)
-                }
-            });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let address = support::serve_h2c(move |req: Request<Incoming>| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let path = parts.uri.path().to_owned();
+            record
+                .lock()
+                .unwrap()
+                .push((path.clone(), parts.headers, body));
+            if path.starts_with("/slow.Svc/") {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("x-trailer-bin", "AAEC".parse().unwrap());
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                Ok(Frame::data(Bytes::from_static(MESSAGE))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut resp = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+            resp.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            resp.headers_mut()
+                .insert("x-initial-bin", "AQID".parse().unwrap());
+            resp
         }
-    });
+    })
+    .await;
     (address, seen)
 }
 

@@ -17,7 +17,7 @@ use bytes::{Buf, Bytes};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 use tokio::sync::{Notify, mpsc};
@@ -148,48 +148,33 @@ async fn greet(path: &str, body: Bytes, tx: mpsc::Sender<Chunk>, gate: Arc<Notif
 }
 
 async fn upstream(gate: Arc<Notify>) -> (SocketAddr, Seen) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let record = record.clone();
-            let gate = gate.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let record = record.clone();
-                let gate = gate.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = body.collect().await.unwrap().to_bytes();
-                    let path = parts.uri.path().to_owned();
-                    record
-                        .lock()
-                        .unwrap()
-                        .push((path.clone(), parts.headers, body.clone()));
-                    let (tx, rx) = mpsc::channel::<Chunk>(4);
-                    tokio::spawn(async move { greet(&path, body, tx, gate).await });
-                    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                        rx.recv().await.map(|c| (c, rx))
-                    });
-                    let mut resp = Response::new(StreamBody::new(stream));
-                    resp.headers_mut()
-                        .insert("content-type", "application/grpc".parse().unwrap());
-                    resp.headers_mut()
-                        .insert("x-greeter", "v1".parse().unwrap());
-                    Ok::<_, Infallible>(resp)
-                }
+    let address = support::serve_h2c(move |req: Request<Incoming>| {
+        let record = record.clone();
+        let gate = gate.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let path = parts.uri.path().to_owned();
+            record
+                .lock()
+                .unwrap()
+                .push((path.clone(), parts.headers, body.clone()));
+            let (tx, rx) = mpsc::channel::<Chunk>(4);
+            tokio::spawn(async move { greet(&path, body, tx, gate).await });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|c| (c, rx))
             });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            let mut resp = Response::new(StreamBody::new(stream));
+            resp.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            resp.headers_mut()
+                .insert("x-greeter", "v1".parse().unwrap());
+            resp
         }
-    });
+    })
+    .await;
     (address, seen)
 }
 
