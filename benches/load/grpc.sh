@@ -50,13 +50,7 @@ protocol = "grpc"
 endpoints = ["$UP"]
 TOML
 }
-start_gateway() { # $1 = name, rest = config args
-  local name="$1"; shift
-  gateway_config "$@" > "$WORK/$name.toml"
-  "$BIN" run --config "$WORK/$name.toml" > "$WORK/$name.out" & echo $! > "$WORK/$name.pid"
-  wait_line "$WORK/$name.out" "^ready"
-  sed -n 's/^listening name=edge protocol=http address=//p' "$WORK/$name.out"
-}
+GATEWAY_LISTENER="name=edge protocol=http"
 GW_ON="$(start_gateway on '"w3c", "jaeger", "b3"' '"w3c"' start)"
 GW_OFF="$(start_gateway off '' '' pass)"
 

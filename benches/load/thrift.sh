@@ -72,16 +72,7 @@ thrift_protocol = "binary"
 endpoints = ["$UP"]
 TOML
 }
-start_gateway() { # $1 = name, rest = config args
-  local name="$1"; shift
-  gateway_config "$@" > "$WORK/$name.toml"
-  "$BIN" run --config "$WORK/$name.toml" > "$WORK/$name.out" 2>&1 & echo $! > "$WORK/$name.pid"
-  # Runs inside $(...), where set -e does not reach: fail explicitly.
-  wait_line "$WORK/$name.out" "^ready" "$(cat "$WORK/$name.pid")" || return 1
-  local addr; addr="$(sed -n 's/^listening name=rpc protocol=thrift address=//p' "$WORK/$name.out")"
-  [ -n "$addr" ] || { echo "$name: no 'listening name=rpc protocol=thrift' line:" >&2; cat "$WORK/$name.out" >&2; return 1; }
-  echo "$addr"
-}
+GATEWAY_LISTENER="name=rpc protocol=thrift"
 declare -A ADDR
 ADDR[direct]="$UP"
 if wants tb-prop-on; then ADDR[tb-prop-on]="$(start_gateway on '"w3c", "x-trace-raw"' '"w3c", "x-trace-raw"' start)"; fi
