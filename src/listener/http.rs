@@ -309,10 +309,12 @@ pub async fn handle(
     if let Some(w) = &web {
         grpc_web::request_headers(req.headers_mut(), w);
     }
-    let web_fault = grpc_web::Fault::default();
-    if web.as_ref().is_some_and(|w| w.text) {
-        record.web_fault = Some(web_fault.clone());
-    }
+    // Only a `-text` body is decoded here, so only it can be the caller's fault.
+    let web_fault = web
+        .as_ref()
+        .filter(|w| w.text)
+        .map(|_| grpc_web::Fault::default());
+    record.web_fault = web_fault.clone();
     let (parts, body) = req.into_parts();
     let mut bridged = None;
     let upstream_req = if let Some(b) = bridge {
@@ -326,7 +328,10 @@ pub async fn handle(
         }
     } else {
         let body = match &web {
-            Some(w) if w.text => box_body(grpc_web::DecodeText::new(body, web_fault.clone())),
+            Some(w) if w.text => {
+                let fault = web_fault.clone().unwrap_or_default();
+                box_body(grpc_web::DecodeText::new(body, fault))
+            }
             _ => box_body(body),
         };
         Request::from_parts(parts, body)
@@ -356,7 +361,7 @@ pub async fn handle(
 
     // A request body the gateway could not decode is the caller's error, whatever the upstream
     // made of the reset it caused.
-    let result = match (result, web_fault.get()) {
+    let result = match (result, web_fault.as_ref().and_then(|f| f.get())) {
         (Err(_), Some(why)) => Err(GatewayError::new(
             ErrorKind::BadRequest,
             Side::Downstream,
@@ -386,7 +391,8 @@ pub async fn handle(
             match &web {
                 Some(w) => {
                     grpc_web::response_headers(&mut parts.headers, w);
-                    let body = grpc_web::EncodeWeb::new(body, w.text, web_fault);
+                    let fault = web_fault.unwrap_or_default();
+                    let body = grpc_web::EncodeWeb::new(body, w.text, fault);
                     Response::from_parts(parts, body.boxed_unsync())
                 }
                 None => Response::from_parts(parts, body.boxed_unsync()),
