@@ -52,6 +52,8 @@ pub enum ErrorKind {
     Unimplemented,
     /// The request already crossed this gateway too many times (a routing loop).
     LoopDetected,
+    /// A Thrift THeader frame asks for a transform the gateway does not apply (or repeats one).
+    InvalidTransform,
     /// A bug or an unexpected internal failure.
     Internal,
 }
@@ -70,6 +72,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unimplemented => "unimplemented",
             ErrorKind::LoopDetected => "loop_detected",
+            ErrorKind::InvalidTransform => "invalid_transform",
             ErrorKind::Internal => "internal",
         }
     }
@@ -85,6 +88,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::Unimplemented => 501,
             ErrorKind::LoopDetected => 508,
+            ErrorKind::InvalidTransform => 415,
             ErrorKind::Internal => 500,
         }
     }
@@ -95,6 +99,7 @@ impl ErrorKind {
             400 => "400",
             404 => "404",
             413 => "413",
+            415 => "415",
             500 => "500",
             501 => "501",
             502 => "502",
@@ -114,6 +119,7 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect | ErrorKind::Unavailable => 14, // UNAVAILABLE
             ErrorKind::UpstreamTimeout => 4,                     // DEADLINE_EXCEEDED
             ErrorKind::LoopDetected => 10,                       // ABORTED
+            ErrorKind::InvalidTransform => 12,                   // UNIMPLEMENTED
             ErrorKind::UpstreamProtocol | ErrorKind::Internal => 13, // INTERNAL
         }
     }
@@ -129,6 +135,7 @@ impl ErrorKind {
             | ErrorKind::UpstreamProtocol
             | ErrorKind::Unavailable => 6, // INTERNAL_ERROR: the call did not complete
             ErrorKind::LoopDetected | ErrorKind::Internal => 6, // INTERNAL_ERROR
+            ErrorKind::InvalidTransform => 8,                   // INVALID_TRANSFORM
         }
     }
 }
@@ -146,6 +153,20 @@ pub struct GatewayError {
     pub message: Cow<'static, str>,
     /// The underlying error, if any.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Structured facts an answer can carry beside the message.
+    pub detail: Option<Box<ErrorDetail>>,
+}
+
+/// Structured facts of an error, shown in HTTP JSON error bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorDetail {
+    /// A `missing_trace_context` rejection: the headers looked for and the first invalid one.
+    MissingTraceContext {
+        /// Header names the route accepts trace context in.
+        looked_for: Vec<&'static str>,
+        /// Why the context that arrived was invalid, if one did.
+        invalid: Option<String>,
+    },
 }
 
 impl GatewayError {
@@ -157,7 +178,14 @@ impl GatewayError {
             retryable: false,
             message: message.into(),
             source: None,
+            detail: None,
         }
+    }
+
+    /// Attaches structured facts for the answer.
+    pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
+        self.detail = Some(Box::new(detail));
+        self
     }
 
     /// Marks the error as safe to retry.

@@ -25,10 +25,12 @@
 
 pub mod app;
 pub mod bridge;
+pub mod call;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod pipeline;
 pub mod policy;
 pub mod telemetry;
 pub mod trace;

@@ -6,35 +6,27 @@
 
 pub mod demo;
 mod demo_grpc;
+mod stages;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::bridge::JsonGrpcBridge;
+use self::stages::{Builder, Pools};
 use crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
-use crate::config::{BridgeKind, Config, ListenerConfig, ListenerProtocol, UpstreamProtocol};
+use crate::config::{AccessLogFormat, Config, ListenerProtocol};
 use crate::error::{ErrorKind, GatewayError, Side};
-use crate::listener::http::{HttpRoute, HttpStage, Limits, serve_http};
-use crate::listener::thrift::{ThriftRoute, ThriftStage, serve_thrift};
-use crate::policy::{Router, Sampler};
-use crate::telemetry::{Telemetry, admin};
-use crate::trace::Propagator;
-use crate::upstream::HttpUpstream;
-use crate::upstream::thrift::ThriftUpstream;
-
-/// An upstream built from config, by protocol.
-#[derive(Debug, Clone)]
-enum Upstream {
-    Http(Arc<HttpUpstream>),
-    Thrift(Arc<ThriftUpstream>),
-}
+use crate::listener::http::{HttpStage, Limits, serve_http};
+use crate::listener::thrift::{ThriftStage, serve_thrift};
+use crate::pipeline::Recorder;
+use crate::telemetry::access::AccessLog;
+use crate::telemetry::{Metrics, Telemetry, admin};
 
 /// A socket the gateway bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +49,158 @@ pub struct RunningGateway {
     tasks: JoinSet<()>,
     telemetry: Telemetry,
     drain_timeout: Duration,
+    live: Arc<Live>,
+}
+
+/// The stage of one running listener, swapped whole by a reload.
+#[derive(Debug, Clone)]
+enum LiveStage {
+    Http(Arc<ArcSwap<HttpStage>>),
+    Thrift(Arc<ArcSwap<ThriftStage>>),
+}
+
+/// What a reload replaces, and what it keeps: the listeners' recorders and the pools.
+#[derive(Debug)]
+struct Live {
+    stages: Vec<LiveStage>,
+    recorders: Vec<Arc<Recorder>>,
+    pools: Mutex<Pools>,
+    config: Mutex<Config>,
+    generation: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a reload was not applied; the running config stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config changes something only a restart can apply.
+    #[error("not applied: {0} changed; restart the gateway to apply it")]
+    RestartRequired(&'static str),
+    /// The new config could not be built (an upstream endpoint, a descriptor set).
+    #[error("not applied: {0}")]
+    Build(GatewayError),
+}
+
+/// Applies new configs to a running gateway. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reloader(Arc<Live>);
+
+impl Reloader {
+    /// Swaps in `config` (already validated, as `check` does) as the next snapshot; calls in
+    /// flight finish on the one they started with. Returns the new generation.
+    pub fn reload(&self, config: Config) -> Result<u64, ReloadError> {
+        let result = self.0.reload(config);
+        self.0.metrics.config_reload(match &result {
+            Ok(_) => "ok",
+            Err(ReloadError::RestartRequired(_)) => "restart_required",
+            Err(ReloadError::Build(_)) => "invalid",
+        });
+        result
+    }
+
+    /// Counts a reload refused because the file did not validate.
+    pub fn invalid(&self) {
+        self.0.metrics.config_reload("invalid");
+    }
+
+    /// The generation of the running snapshot (1 at start).
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::SeqCst)
+    }
+}
+
+impl Live {
+    fn reload(&self, config: Config) -> Result<u64, ReloadError> {
+        let mut current = lock(&self.config);
+        if let Some(what) = restart_only_change(&current, &config) {
+            return Err(ReloadError::RestartRequired(what));
+        }
+        let mut pools = lock(&self.pools);
+        let mut builder =
+            Builder::new(&config, &self.metrics, &mut pools).map_err(ReloadError::Build)?;
+        // Build every stage first, then swap: a failure leaves the old snapshot whole.
+        let mut built = Vec::with_capacity(self.stages.len());
+        for ((listener, live), recorder) in config
+            .listeners
+            .iter()
+            .zip(&self.stages)
+            .zip(&self.recorders)
+        {
+            built.push(match live {
+                LiveStage::Http(_) => Built::Http(
+                    builder
+                        .http(listener, recorder)
+                        .map_err(ReloadError::Build)?,
+                ),
+                LiveStage::Thrift(_) => Built::Thrift(
+                    builder
+                        .thrift(listener, recorder)
+                        .map_err(ReloadError::Build)?,
+                ),
+            });
+        }
+        for (live, stage) in self.stages.iter().zip(built) {
+            match (live, stage) {
+                (LiveStage::Http(swap), Built::Http(s)) => swap.store(Arc::new(s)),
+                (LiveStage::Thrift(swap), Built::Thrift(s)) => swap.store(Arc::new(s)),
+                _ => {}
+            }
+        }
+        *current = config;
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.metrics.set_config_generation(generation);
+        Ok(generation)
+    }
+}
+
+enum Built {
+    Http(HttpStage),
+    Thrift(ThriftStage),
+}
+
+/// What a reload cannot apply: sockets, the admin endpoint, span export, logging, drain.
+fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
+    let listeners = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    l.protocol,
+                    l.address,
+                    l.max_connections,
+                    l.header_timeout,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let export = |c: &Config| {
+        let t = &c.telemetry;
+        (
+            t.service_name.clone(),
+            t.otlp_endpoint.clone(),
+            t.otlp_protocol,
+            t.span_queue,
+            t.log_spans,
+        )
+    };
+    if listeners(old) != listeners(new) {
+        Some("[[listeners]]")
+    } else if old.admin != new.admin {
+        Some("[admin]")
+    } else if export(old) != export(new) {
+        Some("[telemetry] export settings")
+    } else if old.log != new.log {
+        Some("[log]")
+    } else if old.shutdown != new.shutdown {
+        Some("[shutdown]")
+    } else {
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl RunningGateway {
@@ -71,6 +215,11 @@ impl RunningGateway {
     /// A token that starts shutdown when cancelled (e.g. from a signal handler).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// A handle that applies new configs (hot reload).
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.live.clone())
     }
 
     /// Waits until shutdown is requested through [`RunningGateway::shutdown_token`], then
@@ -100,65 +249,61 @@ impl RunningGateway {
 /// Starts everything the config describes. Must run inside a tokio runtime.
 pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
     let telemetry = Telemetry::start(&config.telemetry)?;
-    let upstreams = build_upstreams(&config)?;
-    let propagator = Arc::new(Propagator::new(
-        config.propagation.extract.clone(),
-        config.propagation.inject.clone(),
-    ));
-    let sampler = Sampler::new(config.telemetry.sampler);
+    let metrics = telemetry.metrics.clone();
+    let access = match config.log.access {
+        AccessLogFormat::Off => None,
+        AccessLogFormat::Json => Some(AccessLog::stdout(metrics.clone())),
+    };
+    let mut pools = Pools::default();
+    let mut builder = Builder::new(&config, &metrics, &mut pools)?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();
     let mut bound = Vec::new();
+    let mut stages = Vec::new();
+    let mut recorders = Vec::new();
 
     for listener in &config.listeners {
         let socket = bind(&listener.name, listener.address).await?;
         let address = local_addr(&socket, &listener.name)?;
-        match listener.protocol {
+        let recorder = Arc::new(Recorder::new(
+            &listener.name,
+            &metrics,
+            telemetry.spans.clone(),
+            access.clone(),
+        ));
+        let limits = Limits {
+            max_connections: listener.max_connections,
+            header_timeout: listener.header_timeout,
+            drain_timeout: config.shutdown.drain_timeout,
+        };
+        let protocol = match listener.protocol {
             ListenerProtocol::Http => {
-                let stage = Arc::new(HttpStage {
-                    listener: listener.name.as_str().into(),
-                    router: http_router(&config, listener, &upstreams)?,
-                    propagator: propagator.clone(),
-                    sampler,
-                    metrics: telemetry.metrics.clone(),
-                    spans: telemetry.spans.clone(),
-                });
-                let limits = Limits {
-                    max_connections: listener.max_connections,
-                    header_timeout: listener.header_timeout,
-                    drain_timeout: config.shutdown.drain_timeout,
-                };
-                tasks.spawn(serve_http(socket, stage, limits, shutdown.clone()));
-                bound.push(Bound {
-                    name: listener.name.clone(),
-                    protocol: "http",
-                    address,
-                });
+                let stage = Arc::new(ArcSwap::from_pointee(builder.http(listener, &recorder)?));
+                tasks.spawn(serve_http(socket, stage.clone(), limits, shutdown.clone()));
+                stages.push(LiveStage::Http(stage));
+                "http"
             }
             ListenerProtocol::Thrift => {
-                let stage = Arc::new(ThriftStage {
-                    listener: listener.name.as_str().into(),
-                    router: thrift_router(&config, listener, &upstreams)?,
-                    propagator: propagator.clone(),
-                    sampler,
-                    metrics: telemetry.metrics.clone(),
-                    spans: telemetry.spans.clone(),
-                    max_frame: DEFAULT_MAX_FRAME_SIZE,
-                });
-                let limits = Limits {
-                    max_connections: listener.max_connections,
-                    header_timeout: listener.header_timeout,
-                    drain_timeout: config.shutdown.drain_timeout,
-                };
-                tasks.spawn(serve_thrift(socket, stage, limits, shutdown.clone()));
-                bound.push(Bound {
-                    name: listener.name.clone(),
-                    protocol: "thrift",
-                    address,
-                });
+                let stage = Arc::new(ArcSwap::from_pointee(builder.thrift(listener, &recorder)?));
+                let max_frame = DEFAULT_MAX_FRAME_SIZE;
+                tasks.spawn(serve_thrift(
+                    socket,
+                    stage.clone(),
+                    limits,
+                    max_frame,
+                    shutdown.clone(),
+                ));
+                stages.push(LiveStage::Thrift(stage));
+                "thrift"
             }
-        }
+        };
+        recorders.push(recorder);
+        bound.push(Bound {
+            name: listener.name.clone(),
+            protocol,
+            address,
+        });
     }
 
     if let Some(admin_addr) = config.admin.listen {
@@ -167,7 +312,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
         let token = shutdown.clone();
         tasks.spawn(admin::serve(
             socket,
-            telemetry.metrics.clone(),
+            metrics.clone(),
             ready.clone(),
             async move { token.cancelled().await },
         ));
@@ -178,113 +323,26 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
         });
     }
 
+    drop(builder);
+    metrics.set_config_generation(1);
     ready.store(true, Ordering::SeqCst);
+    let drain_timeout = config.shutdown.drain_timeout;
     Ok(RunningGateway {
         bound,
         shutdown,
         ready,
         tasks,
         telemetry,
-        drain_timeout: config.shutdown.drain_timeout,
+        drain_timeout,
+        live: Arc::new(Live {
+            stages,
+            recorders,
+            pools: Mutex::new(pools),
+            config: Mutex::new(config),
+            generation: AtomicU64::new(1),
+            metrics,
+        }),
     })
-}
-
-fn build_upstreams(config: &Config) -> Result<Vec<Upstream>, GatewayError> {
-    config
-        .upstreams
-        .iter()
-        .map(|u| match u.protocol {
-            UpstreamProtocol::Http | UpstreamProtocol::H2c | UpstreamProtocol::Grpc => {
-                HttpUpstream::new(u).map(|up| Upstream::Http(Arc::new(up)))
-            }
-            UpstreamProtocol::Thrift => Ok(Upstream::Thrift(Arc::new(ThriftUpstream::new(u)))),
-        })
-        .collect()
-}
-
-fn thrift_router(
-    config: &Config,
-    listener: &ListenerConfig,
-    upstreams: &[Upstream],
-) -> Result<Router<Arc<ThriftRoute>>, GatewayError> {
-    let mut routes = Vec::new();
-    for route in config.routes.iter().filter(|r| r.listener == listener.name) {
-        let Some(Upstream::Thrift(upstream)) = upstreams.get(route.upstream) else {
-            let name = config
-                .upstreams
-                .get(route.upstream)
-                .map_or("?", |u| u.name.as_str());
-            return Err(config_error(format!(
-                "routes.{}: Thrift listener {:?} cannot forward to non-Thrift upstream {name:?} (Thrift ⇄ HTTP/gRPC bridging is not in this build yet)",
-                route.name, listener.name
-            )));
-        };
-        let target = ThriftRoute {
-            name: route.name.as_str().into(),
-            upstream: upstream.clone(),
-            timeout: route.timeout,
-            on_missing: route.on_missing.unwrap_or(config.propagation.on_missing),
-        };
-        routes.push((route.matcher.clone(), Arc::new(target)));
-    }
-    Ok(Router::new(routes))
-}
-
-fn http_router(
-    config: &Config,
-    listener: &ListenerConfig,
-    upstreams: &[Upstream],
-) -> Result<Router<Arc<HttpRoute>>, GatewayError> {
-    let mut routes = Vec::new();
-    let mut bridges = HashMap::new();
-    for route in config.routes.iter().filter(|r| r.listener == listener.name) {
-        let Some(Upstream::Http(upstream)) = upstreams.get(route.upstream) else {
-            let name = config
-                .upstreams
-                .get(route.upstream)
-                .map_or("?", |u| u.name.as_str());
-            return Err(config_error(format!(
-                "routes.{}: HTTP listener {:?} cannot forward to thrift upstream {name:?} (HTTP ⇄ Thrift bridging is not in this build yet)",
-                route.name, listener.name
-            )));
-        };
-        let bridge = match route.bridge {
-            Some(BridgeKind::JsonGrpc) => {
-                Some(json_grpc_bridge(config, route.upstream, &mut bridges)?)
-            }
-            None => None,
-        };
-        let target = HttpRoute {
-            name: route.name.as_str().into(),
-            path_prefix: route.matcher.path_prefix.as_deref().map(Into::into),
-            upstream: upstream.clone(),
-            timeout: route.timeout,
-            on_missing: route.on_missing.unwrap_or(config.propagation.on_missing),
-            bridge,
-        };
-        routes.push((route.matcher.clone(), Arc::new(target)));
-    }
-    Ok(Router::new(routes))
-}
-
-/// The JSON → gRPC bridge of upstream `index`, built once per listener and shared by its
-/// bridged routes.
-fn json_grpc_bridge(
-    config: &Config,
-    index: usize,
-    bridges: &mut HashMap<usize, Arc<JsonGrpcBridge>>,
-) -> Result<Arc<JsonGrpcBridge>, GatewayError> {
-    if let Some(b) = bridges.get(&index) {
-        return Ok(b.clone());
-    }
-    let Some(u) = config.upstreams.get(index) else {
-        return Err(config_error(format!("no upstream #{index}")));
-    };
-    let bridge = JsonGrpcBridge::load(u.descriptor_set.as_deref(), &u.services)
-        .map_err(|e| config_error(format!("upstream {}: json-grpc bridge: {e}", u.name)))?;
-    let bridge = Arc::new(bridge);
-    bridges.insert(index, bridge.clone());
-    Ok(bridge)
 }
 
 async fn bind(name: &str, address: SocketAddr) -> Result<TcpListener, GatewayError> {
@@ -307,10 +365,6 @@ fn local_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, GatewayErr
         )
         .with_source(e)
     })
-}
-
-fn config_error(message: String) -> GatewayError {
-    GatewayError::new(ErrorKind::Internal, Side::Internal, message)
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.

@@ -33,6 +33,25 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Upstream services.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// The access log: one JSON line per call on standard output; default off.
+    pub access: AccessLogFormat,
+}
+
+/// `[log] access`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// No access log.
+    #[default]
+    Off,
+    /// One JSON line per call.
+    Json,
 }
 
 /// `[admin]`

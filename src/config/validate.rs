@@ -104,6 +104,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         listeners,
         routes,
         upstreams,
+        log: super::LogConfig::default(),
     })
 }
 

@@ -1,9 +1,7 @@
 //! The HTTP listener: HTTP/1.1 and h2c with prior knowledge on one port (hyper-util's auto
-//! connection), each request run through the phases
-//! route → extract → enforce → sample → inject → dispatch → respond → record.
-//!
-//! A route with `bridge = "json-grpc"` sends plain HTTP/JSON callers to a gRPC upstream
-//! through the same phases, with `bridge` between inject and dispatch (see [`bridge`]).
+//! connection). Each request runs through the [`pipeline`](crate::pipeline) with the
+//! [`HttpCall`] adapter: plain HTTP, gRPC, gRPC-Web (leaving as gRPC) and, on routes with
+//! `bridge = "json-grpc"`, plain HTTP/JSON bridged to a gRPC upstream (see [`bridge`]).
 //!
 //! h2c via `Upgrade: h2c` is deprecated by RFC 9113 §3.1; a request that offers it is served
 //! over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore `Upgrade`) and the header is not forwarded.
@@ -13,36 +11,34 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod bridge;
 
-use super::CallTrace;
 use crate::bridge::JsonGrpcBridge;
+use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
 use crate::codec::{grpc, grpc_web};
-use crate::config::OnMissing;
 use crate::error::{ErrorKind, GatewayError, Side};
-use crate::policy::{Decision, HttpRequestView, Router, Sampler, enforce};
-use crate::telemetry::{AttrValue, Metrics, SpanKind, SpanRecord, SpanSink, SpanStatus};
-use crate::trace::{Propagator, TraceContext, TraceId, pool};
-use crate::upstream::http::{BoxError, HttpUpstream, box_body};
+use crate::pipeline::{self, Adapter, Recorded, RoutePolicy, Routed, Stage, respond};
+use crate::policy::HttpRequestView;
+use crate::trace::Carrier;
+use crate::upstream::http::{BoxError, HttpUpstream, UpstreamBody, box_body};
 
-/// The body the gateway answers with: the upstream's streamed body or a small error body.
-pub type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::pipeline::respond::ResponseBody;
 
 /// Own `Via` hops after which a request is refused as a routing loop.
 const MAX_OWN_HOPS: usize = 8;
@@ -50,36 +46,22 @@ const MAX_OWN_HOPS: usize = 8;
 /// A route of an HTTP listener, resolved to its upstream.
 #[derive(Debug)]
 pub struct HttpRoute {
-    /// Route name (metrics, spans).
-    pub name: Arc<str>,
-    /// Span name prefix target: the route's path prefix, if it has one.
-    pub path_prefix: Option<Arc<str>>,
+    /// Name, trace policy, timeout and metric handles.
+    pub policy: Arc<RoutePolicy>,
     /// Where matching requests go.
     pub upstream: Arc<HttpUpstream>,
-    /// Time allowed from dispatch to the upstream's response head.
-    pub timeout: Duration,
-    /// What to do without trace context.
-    pub on_missing: OnMissing,
     /// HTTP/JSON → gRPC transcoding for plain HTTP callers (`bridge = "json-grpc"`).
     pub bridge: Option<Arc<JsonGrpcBridge>>,
 }
 
-/// Everything an HTTP listener's requests need, shared by its connections.
-#[derive(Debug)]
-pub struct HttpStage {
-    /// Listener name (metrics, logs).
-    pub listener: Arc<str>,
-    /// Routes of this listener.
-    pub router: Router<Arc<HttpRoute>>,
-    /// Extract order and inject set.
-    pub propagator: Arc<Propagator>,
-    /// Sampler for the gateway's spans.
-    pub sampler: Sampler,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Where finished spans go.
-    pub spans: SpanSink,
+impl Routed for HttpRoute {
+    fn policy(&self) -> &Arc<RoutePolicy> {
+        &self.policy
+    }
 }
+
+/// Everything an HTTP listener's requests share.
+pub type HttpStage = Stage<HttpRoute>;
 
 /// Connection-level limits of a listener.
 #[derive(Debug, Clone, Copy)]
@@ -93,13 +75,16 @@ pub struct Limits {
 }
 
 /// Accepts connections until `shutdown` fires, then drains in-flight requests for up to
-/// `limits.drain_timeout`.
+/// `limits.drain_timeout`. Each request runs on the stage current when it arrives (a
+/// reload swaps `stage`; requests in flight finish on the one they started with).
 pub async fn serve_http(
     listener: TcpListener,
-    stage: Arc<HttpStage>,
+    stage: Arc<ArcSwap<HttpStage>>,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
+    let name = stage.load().listener.clone();
+    let recorder = stage.load().recorder.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -109,24 +94,24 @@ pub async fn serve_http(
         .header_read_timeout(limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
     while let Some((permit, stream, remote)) =
-        super::accept_next(&listener, &permits, &shutdown, &stage.listener).await
+        super::accept_next(&listener, &permits, &shutdown, &name).await
     {
-        let stage = stage.clone();
-        stage.metrics.connection_opened(&stage.listener);
+        recorder.listener.connection_opened();
         let service_stage = stage.clone();
         let service = hyper::service::service_fn(move |req| {
-            let stage = service_stage.clone();
-            async move { Ok::<_, Infallible>(handle(stage, remote, req).await) }
+            let stage = service_stage.load_full();
+            async move { Ok::<_, Infallible>(handle(&stage, remote, req).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let (recorder, name) = (recorder.clone(), name.clone());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(listener = %stage.listener, error = %e, "connection ended with error");
+                tracing::debug!(listener = %name, error = %e, "connection ended with error");
             }
-            stage.metrics.connection_closed(&stage.listener);
+            recorder.listener.connection_closed();
             drop(permit);
         });
     }
@@ -135,491 +120,278 @@ pub async fn serve_http(
         .await
         .is_err()
     {
-        tracing::warn!(listener = %stage.listener, "drain timeout passed with requests still in flight");
+        tracing::warn!(listener = %name, "drain timeout passed with requests still in flight");
     }
 }
 
-/// One request through every phase.
+/// One request through the pipeline.
 pub async fn handle(
-    stage: Arc<HttpStage>,
+    stage: &HttpStage,
     client: SocketAddr,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let started = Instant::now();
-    let started_wall = SystemTime::now();
     // gRPC-Web calls are gRPC calls once translated: same statuses, deadlines and spans.
     let web = grpc_web::mode(req.headers());
-    let grpc = grpc::is_grpc(req.headers()) || web.is_some();
-
-    // route
-    let Some(route) = stage.router.match_http(&HttpRequestView::of(&req)).cloned() else {
-        let err = GatewayError::new(
-            ErrorKind::NoRoute,
-            Side::Downstream,
-            format!("no route for {} {}", req.method(), req.uri().path()),
-        );
-        stage
-            .metrics
-            .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-        stage.metrics.request(
-            &stage.listener,
-            "-",
-            "http",
-            err.kind.http_status_str(),
-            started.elapsed(),
-        );
-        return error_response_for(grpc, web.as_ref(), &err, None);
+    let protocol = match (&web, grpc::is_grpc(req.headers())) {
+        (Some(_), _) => Protocol::GrpcWeb,
+        (None, true) => Protocol::Grpc,
+        (None, false) => Protocol::Http,
     };
-    // gRPC and gRPC-Web callers of a bridged route are forwarded as they are.
-    let bridge = route.bridge.as_ref().filter(|_| !grpc);
-
-    // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
-    if own_hops(req.headers()) >= MAX_OWN_HOPS {
-        let err = GatewayError::new(
-            ErrorKind::LoopDetected,
-            Side::Downstream,
-            format!("request crossed this gateway {MAX_OWN_HOPS} times: routing loop"),
-        );
-        stage
-            .metrics
-            .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-        stage.metrics.request(
-            &stage.listener,
-            &route.name,
-            "http",
-            err.kind.http_status_str(),
-            started.elapsed(),
-        );
-        return error_response_for(grpc, web.as_ref(), &err, None);
-    }
-
-    // extract
-    let extracted = stage.propagator.extract(req.headers());
-    let (format, result) = match (&extracted.format, &extracted.invalid) {
-        (Some(f), _) => (f.as_str(), "ok"),
-        (None, Some((f, _))) => (f.as_str(), "invalid"),
-        (None, None) => ("none", "missing"),
+    let call = Call::new(
+        stage.listener.clone(),
+        protocol,
+        client,
+        CallRequest::Http {
+            method: req.method().clone(),
+            target: req.uri().path_and_query().cloned(),
+            version: req.version(),
+        },
+    );
+    let adapter = HttpCall {
+        web,
+        fault: None,
+        bridged: None,
+        caller_deadline: false,
     };
-    stage.metrics.trace_extract(&stage.listener, format, result);
+    pipeline::run(stage, adapter, call, req).await
+}
 
-    // enforce
-    let decision = enforce(&extracted, route.on_missing);
-    if decision == Decision::Reject {
-        stage.metrics.trace_rejected(&stage.listener);
-        stage.metrics.request(
-            &stage.listener,
-            &route.name,
-            "http",
-            "400",
-            started.elapsed(),
-        );
-        let invalid = extracted.invalid.as_ref().map(|(_, e)| e.to_string());
-        if grpc {
-            let err = GatewayError::new(
-                ErrorKind::MissingTraceContext,
+/// The HTTP adapter's per-call state.
+struct HttpCall {
+    /// The caller's gRPC-Web flavour, if it speaks gRPC-Web.
+    web: Option<grpc_web::WebMode>,
+    /// Set when a gRPC-Web-text request body is not base64 (only `-text` bodies are decoded
+    /// here, so only they can be the caller's fault).
+    fault: Option<grpc_web::Fault>,
+    /// The bridge binding, on a bridged call.
+    bridged: Option<bridge::BridgedCall>,
+    /// The deadline is the caller's `grpc-timeout`, not the route timeout.
+    caller_deadline: bool,
+}
+
+impl Adapter for HttpCall {
+    type Route = HttpRoute;
+    type Request = Request<Incoming>;
+    type Outbound = Request<UpstreamBody>;
+    type Reply = Response<Incoming>;
+    type Response = Response<ResponseBody>;
+
+    fn route(
+        &mut self,
+        stage: &HttpStage,
+        _call: &mut Call,
+        req: &Request<Incoming>,
+    ) -> Result<Arc<HttpRoute>, GatewayError> {
+        let Some(route) = stage.router.match_http(&HttpRequestView::of(req)) else {
+            return Err(GatewayError::new(
+                ErrorKind::NoRoute,
                 Side::Downstream,
-                reject_message(&stage.propagator, invalid.as_deref()),
-            );
-            return error_response_for(true, web.as_ref(), &err, None);
+                format!("no route for {} {}", req.method(), req.uri().path()),
+            ));
+        };
+        // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
+        if own_hops(req.headers()) >= MAX_OWN_HOPS {
+            return Err(GatewayError::new(
+                ErrorKind::LoopDetected,
+                Side::Downstream,
+                format!("request crossed this gateway {MAX_OWN_HOPS} times: routing loop"),
+            ));
         }
-        return reject_response(&stage.propagator, invalid);
+        Ok(route.clone())
     }
 
-    // sample + the gateway's two spans
-    let call = match decision {
-        Decision::Continue { parent } => {
-            let sampled = stage.sampler.sample(Some(&parent), &parent.trace_id);
-            Some(CallTrace::new(
-                parent.trace_id,
-                Some(parent.span_id),
-                sampled,
-                parent,
-            ))
-        }
-        Decision::Start => {
-            let trace_id = TraceId::random();
-            let sampled = stage.sampler.sample(None, &trace_id);
-            Some(CallTrace::new(
-                trace_id,
-                None,
-                sampled,
-                TraceContext::default(),
-            ))
-        }
-        Decision::Pass | Decision::Reject => None,
-    };
-
-    // inject
-    let version = req.version();
-    let headers = req.headers_mut();
-    remove_hop_by_hop(headers);
-    add_forwarding_headers(headers, version, client.ip());
-    if let Some(call) = &call {
-        pool::with_writer(|w| stage.propagator.inject(&call.upstream_context, headers, w));
-    }
-
-    let mut record = CallRecord {
-        stage: stage.clone(),
-        route: route.clone(),
-        started,
-        started_wall,
-        status: None,
-        grpc,
-        grpc_status: None,
-        error: None,
-        web_fault: None,
-        span: call.filter(|c| c.sampled).map(|c| {
-            Box::new(SpanInfo {
-                trace: c,
-                method: req.method().clone(),
-                target: req
-                    .uri()
-                    .path_and_query()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_default(),
-                version,
-                client,
-                upstream_started: SystemTime::now(),
-                rpc_path: None,
-            })
-        }),
-    };
-    let trace_id = record
-        .span
-        .as_ref()
-        .map(|s| s.trace.upstream_context.trace_id);
-
-    // gRPC deadline: the caller's grpc-timeout, less the time spent here, bounds the wait
-    // and is forwarded.
-    let deadline = if grpc {
+    fn carrier<'a>(&self, req: &'a Request<Incoming>) -> &'a (dyn Carrier + Sync) {
         req.headers()
-            .get("grpc-timeout")
-            .and_then(|v| grpc::parse_timeout(v.as_bytes()))
-            .map(|d| d.saturating_sub(started.elapsed()))
-    } else {
-        None
-    };
-    if let Some(left) = deadline {
-        req.headers_mut()
-            .insert("grpc-timeout", grpc::encode_timeout(left));
     }
-    let timeout = deadline.map_or(route.timeout, |d| d.min(route.timeout));
 
-    // dispatch (a gRPC-Web call leaves as gRPC)
-    if let Some(w) = &web {
-        grpc_web::request_headers(req.headers_mut(), w);
-    }
-    // Only a `-text` body is decoded here, so only it can be the caller's fault.
-    let web_fault = web
-        .as_ref()
-        .filter(|w| w.text)
-        .map(|_| grpc_web::Fault::default());
-    record.web_fault = web_fault.clone();
-    let (parts, body) = req.into_parts();
-    let mut bridged = None;
-    let upstream_req = if let Some(b) = bridge {
-        // bridge: the JSON request becomes one gRPC message
-        match bridge::request(b, parts, body, &mut record, timeout).await {
-            Ok((upstream_req, call)) => {
-                bridged = Some(call);
-                upstream_req
-            }
-            Err(err) => return fail(record, err, false, None, trace_id.as_ref()),
-        }
-    } else {
-        let body = match &web {
-            Some(w) if w.text => {
-                let fault = web_fault.clone().unwrap_or_default();
-                box_body(grpc_web::DecodeText::new(body, fault))
-            }
-            _ => box_body(body),
-        };
-        Request::from_parts(parts, body)
-    };
-    let dispatched = Instant::now();
-    let outcome = tokio::time::timeout(timeout, route.upstream.send(upstream_req)).await;
-    let result = match outcome {
-        Ok(result) => result,
-        Err(_) if deadline.is_some_and(|d| d <= route.timeout) => Err(GatewayError::new(
-            ErrorKind::UpstreamTimeout,
-            Side::Upstream,
-            format!(
-                "deadline exceeded: upstream {} did not answer within the caller's grpc-timeout",
-                route.upstream.name()
-            ),
-        )),
-        Err(_) => Err(GatewayError::new(
-            ErrorKind::UpstreamTimeout,
-            Side::Upstream,
-            format!(
-                "upstream {} did not answer within {:?}",
-                route.upstream.name(),
-                route.timeout
-            ),
-        )),
-    };
-
-    // A request body the gateway could not decode is the caller's error, whatever the upstream
-    // made of the reset it caused.
-    let result = match (result, web_fault.as_ref().and_then(|f| f.get())) {
-        (Err(_), Some(why)) => Err(GatewayError::new(
-            ErrorKind::BadRequest,
-            Side::Downstream,
-            why.clone(),
-        )),
-        (result, _) => result,
-    };
-
-    // respond (record happens when the response body is finished or dropped)
-    match result {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            remove_hop_by_hop(&mut parts.headers);
-            record.status = Some(parts.status);
-            if record.grpc {
-                // A trailers-only response carries its status in the headers.
-                record.grpc_status = grpc::status_of(&parts.headers);
-            }
-            let body = RecordedBody {
-                inner: body,
-                record: Some(record),
-            };
-            if let Some(call) = bridged {
-                let deadline = dispatched + timeout;
-                return bridge::respond(call, parts, body, trace_id.as_ref(), deadline).await;
-            }
-            match &web {
-                Some(w) => {
-                    grpc_web::response_headers(&mut parts.headers, w);
-                    let fault = web_fault.unwrap_or_default();
-                    let body = grpc_web::EncodeWeb::new(body, w.text, fault);
-                    Response::from_parts(parts, body.boxed_unsync())
-                }
-                None => Response::from_parts(parts, body.boxed_unsync()),
+    async fn bridge(
+        &mut self,
+        call: &mut Call,
+        route: &HttpRoute,
+        mut req: Request<Incoming>,
+    ) -> Result<Request<UpstreamBody>, GatewayError> {
+        call.bytes_in = content_length(req.headers());
+        let version = req.version();
+        remove_hop_by_hop(req.headers_mut());
+        add_forwarding_headers(req.headers_mut(), version, call.client.ip());
+        if call.protocol.speaks_grpc() {
+            // The caller's grpc-timeout, if sooner than the route's, bounds the call.
+            let caller = req
+                .headers()
+                .get("grpc-timeout")
+                .and_then(|v| grpc::parse_timeout(v.as_bytes()))
+                .map(|d| call.timings.started + d);
+            if let (Some(c), Some(d)) = (caller, call.deadline)
+                && c <= d
+            {
+                call.deadline = Some(c);
+                self.caller_deadline = true;
             }
         }
-        Err(err) => fail(record, err, grpc, web.as_ref(), trace_id.as_ref()),
-    }
-}
-
-/// A gateway-made error after the call was set up: counted, answered in the caller's terms,
-/// and recorded on the call's spans.
-fn fail(
-    mut record: CallRecord,
-    err: GatewayError,
-    grpc: bool,
-    web: Option<&grpc_web::WebMode>,
-    trace_id: Option<&TraceId>,
-) -> Response<ResponseBody> {
-    let stage = &record.stage;
-    stage
-        .metrics
-        .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-    let response = error_response_for(grpc, web, &err, trace_id);
-    record.status = Some(response.status());
-    if grpc {
-        record.grpc_status = Some(err.kind.grpc_code());
-    }
-    record.error = Some(err.to_string());
-    drop(record);
-    response
-}
-
-/// What the server and client spans need, kept only for sampled calls.
-#[derive(Debug)]
-struct SpanInfo {
-    trace: CallTrace,
-    method: http::Method,
-    target: String,
-    version: http::Version,
-    client: SocketAddr,
-    upstream_started: SystemTime,
-    /// A bridged call's gRPC path (`/package.Service/Method`): names the RPC on the spans and
-    /// is the client span's `url.path`.
-    rpc_path: Option<Arc<str>>,
-}
-
-/// Records metrics and spans of one call when dropped: at the end of the response body, when
-/// the downstream goes away mid-body, or right away for gateway-made errors.
-struct CallRecord {
-    stage: Arc<HttpStage>,
-    route: Arc<HttpRoute>,
-    started: Instant,
-    started_wall: SystemTime,
-    status: Option<StatusCode>,
-    /// The call is gRPC: spans get the RPC conventions.
-    grpc: bool,
-    /// `grpc-status` from the response headers (trailers-only) or trailers.
-    grpc_status: Option<u32>,
-    error: Option<String>,
-    span: Option<Box<SpanInfo>>,
-    /// Set when a gRPC-Web-text request body was not base64: counted as malformed input.
-    web_fault: Option<grpc_web::Fault>,
-}
-
-impl Drop for CallRecord {
-    fn drop(&mut self) {
-        if self.web_fault.as_ref().is_some_and(|f| f.get().is_some()) {
-            self.stage.metrics.decode_error("grpc-web", "bad_base64");
+        // gRPC and gRPC-Web callers of a bridged route are forwarded as they are.
+        if let Some(b) = route
+            .bridge
+            .as_ref()
+            .filter(|_| call.protocol == Protocol::Http)
+        {
+            let (parts, body) = req.into_parts();
+            // Plain HTTP callers have no deadline of their own: the route's timeout travels.
+            let timeout = route.policy.timeout;
+            let (out, bridged) = bridge::request(b, parts, body, call, timeout).await?;
+            self.bridged = Some(bridged);
+            return Ok(out);
         }
-        let code = self.status.as_ref().map_or("0", StatusCode::as_str);
-        self.stage.metrics.request(
-            &self.stage.listener,
-            &self.route.name,
-            "http",
-            code,
-            self.started.elapsed(),
-        );
-        let outcome = if self.error.is_some() { "error" } else { code };
-        self.stage.metrics.upstream_request(
-            self.route.upstream.name(),
-            outcome,
-            self.started.elapsed(),
-        );
-        if let Some(info) = self.span.take() {
-            self.record_spans(*info);
-        }
-    }
-}
-
-impl CallRecord {
-    fn record_spans(&mut self, info: SpanInfo) {
-        let end = SystemTime::now();
-        let ctx = &info.trace.upstream_context;
-        let status_code = self.status.map_or(0, |s| s.as_u16());
-        let mut status = match &self.error {
-            Some(e) => SpanStatus::Error(e.clone().into()),
-            None if status_code >= 500 => SpanStatus::Error(format!("HTTP {status_code}").into()),
-            None => SpanStatus::Unset,
-        };
-        let method = info.method.as_str().to_owned();
-        let target_path = info.target.split('?').next().unwrap_or("");
-        // What the upstream was sent: a bridged call leaves as `POST /package.Service/Method`.
-        let (upstream_method, upstream_path) = match &info.rpc_path {
-            Some(path) => ("POST", &**path),
-            None => (method.as_str(), target_path),
-        };
-        let rpc = self
-            .grpc
-            .then(|| grpc::service_and_method(upstream_path))
-            .flatten();
-        let mut name = match &self.route.path_prefix {
-            Some(prefix) => format!("{method} {prefix}"),
-            None => method.clone(),
-        };
-        let mut rpc_attrs = Vec::new();
-        if let Some((service, rpc_method)) = rpc {
-            // OpenTelemetry RPC conventions: `package.Service/Method`, status in the attribute;
-            // any non-OK status marks the span as an error.
-            name = format!("{service}/{rpc_method}");
-            rpc_attrs.push(("rpc.system", AttrValue::Str("grpc".into())));
-            rpc_attrs.push(("rpc.service", AttrValue::Str(service.to_owned().into())));
-            rpc_attrs.push(("rpc.method", AttrValue::Str(rpc_method.to_owned().into())));
-            if let Some(code) = self.grpc_status {
-                rpc_attrs.push(("rpc.grpc.status_code", AttrValue::Int(code.into())));
-                if code != 0 && matches!(status, SpanStatus::Unset) {
-                    status = SpanStatus::Error(format!("gRPC status {code}").into());
+        let (mut parts, body) = req.into_parts();
+        let body = match &self.web {
+            Some(w) => {
+                grpc_web::request_headers(&mut parts.headers, w);
+                if w.text {
+                    let fault = grpc_web::Fault::default();
+                    self.fault = Some(fault.clone());
+                    box_body(grpc_web::DecodeText::new(body, fault))
+                } else {
+                    box_body(body)
                 }
             }
+            None => box_body(body),
+        };
+        Ok(Request::from_parts(parts, body))
+    }
+
+    fn upstream_carrier<'a>(
+        &self,
+        out: &'a mut Request<UpstreamBody>,
+    ) -> Option<&'a mut dyn Carrier> {
+        Some(out.headers_mut())
+    }
+
+    async fn dispatch(
+        &mut self,
+        call: &mut Call,
+        route: &HttpRoute,
+        mut out: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let left = pipeline::time_left(call).unwrap_or(route.policy.timeout);
+        if call.protocol.speaks_grpc() && self.caller_deadline {
+            // What is left of the caller's deadline travels on.
+            out.headers_mut()
+                .insert("grpc-timeout", grpc::encode_timeout(left));
         }
-        let status_attr = (status_code != 0).then(|| {
-            (
-                "http.response.status_code",
-                AttrValue::Int(status_code.into()),
-            )
-        });
-        let mut server_attrs = vec![
-            ("http.request.method", AttrValue::Str(method.clone().into())),
-            ("url.path", AttrValue::Str(target_path.to_owned().into())),
-            ("url.scheme", AttrValue::Str("http".into())),
-            (
-                "network.protocol.version",
-                AttrValue::Str(version_str(info.version).into()),
-            ),
-            (
-                "client.address",
-                AttrValue::Str(info.client.ip().to_string().into()),
-            ),
-            (
-                "tracebridge.route",
-                AttrValue::Str(self.route.name.to_string().into()),
-            ),
-            (
-                "tracebridge.listener",
-                AttrValue::Str(self.stage.listener.to_string().into()),
-            ),
-        ];
-        if let Some(prefix) = &self.route.path_prefix {
-            server_attrs.push(("http.route", AttrValue::Str(prefix.to_string().into())));
+        let (endpoint, sent) = route.upstream.send_next(out);
+        call.endpoint = Some(endpoint);
+        let result = match tokio::time::timeout(left, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(pipeline::timeout_error(call, self.caller_deadline)),
+        };
+        // A request body the gateway could not decode is the caller's error, whatever the
+        // upstream made of the reset it caused.
+        match (result, self.fault.as_ref().and_then(|f| f.get())) {
+            (Err(_), Some(why)) => Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                Side::Downstream,
+                why.clone(),
+            )),
+            (result, _) => result,
         }
-        server_attrs.extend(status_attr.clone());
-        let mut client_attrs = vec![
-            (
-                "http.request.method",
-                AttrValue::Str(upstream_method.to_owned().into()),
-            ),
-            ("url.path", AttrValue::Str(upstream_path.to_owned().into())),
-            (
-                "tracebridge.upstream",
-                AttrValue::Str(self.route.upstream.name().to_owned().into()),
-            ),
-            (
-                "network.protocol.version",
-                AttrValue::Str(
-                    if self.route.upstream.is_http2() {
-                        "2"
-                    } else {
-                        "1.1"
-                    }
-                    .into(),
-                ),
-            ),
-        ];
-        client_attrs.extend(status_attr);
-        server_attrs.extend(rpc_attrs.iter().cloned());
-        client_attrs.extend(rpc_attrs);
-        self.stage.spans.record(SpanRecord {
-            trace_id: ctx.trace_id,
-            span_id: info.trace.server_span,
-            parent_span_id: info.trace.parent_span,
-            flags: ctx.flags,
-            name: name.clone().into(),
-            kind: SpanKind::Server,
-            start: self.started_wall,
-            end,
-            status: status.clone(),
-            attributes: server_attrs,
-        });
-        self.stage.spans.record(SpanRecord {
-            trace_id: ctx.trace_id,
-            span_id: ctx.span_id,
-            parent_span_id: Some(info.trace.server_span),
-            flags: ctx.flags,
-            name: name.into(),
-            kind: SpanKind::Client,
-            start: info.upstream_started,
-            end,
-            status,
-            attributes: client_attrs,
-        });
+    }
+
+    async fn respond(
+        self,
+        mut call: Recorded,
+        response: Response<Incoming>,
+    ) -> Response<ResponseBody> {
+        let (mut parts, body) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        call.outcome = match call.protocol {
+            // A trailers-only answer carries its status in the headers; otherwise the
+            // trailers will (RecordedBody).
+            Protocol::Grpc | Protocol::GrpcWeb => match grpc::status_of(&parts.headers) {
+                Some(s) => Outcome::Answered {
+                    code: Code::Grpc(s),
+                },
+                None => Outcome::Pending,
+            },
+            _ => Outcome::Answered {
+                code: Code::Http(parts.status.as_u16()),
+            },
+        };
+        let body = RecordedBody {
+            inner: body,
+            call: Some(call),
+            fault: self.fault.clone(),
+            // A bridged answer is known only once the bridge has read the reply: the
+            // bridge's body ends the call.
+            hold: self.bridged.is_some(),
+        };
+        if let Some(bridged) = self.bridged {
+            return bridge::respond(bridged, parts, body).await;
+        }
+        match &self.web {
+            Some(w) => {
+                grpc_web::response_headers(&mut parts.headers, w);
+                let fault = self.fault.unwrap_or_default();
+                let body = grpc_web::EncodeWeb::new(body, w.text, fault);
+                Response::from_parts(parts, body.boxed_unsync())
+            }
+            None => Response::from_parts(parts, body.boxed_unsync()),
+        }
+    }
+
+    fn respond_error(self, mut call: Recorded, err: GatewayError) -> Response<ResponseBody> {
+        if self.fault.as_ref().is_some_and(|f| f.get().is_some()) {
+            call.recorder()
+                .metrics
+                .decode_error("grpc-web", "bad_base64");
+        }
+        match call.protocol {
+            Protocol::Grpc | Protocol::GrpcWeb => {
+                let ct = self.web.as_ref().map(|w| &w.content_type);
+                respond::grpc(&mut call, &err, ct)
+            }
+            Protocol::Http | Protocol::JsonGrpc | Protocol::Thrift => {
+                respond::http(&mut call, &err)
+            }
+        }
     }
 }
 
-fn version_str(v: http::Version) -> &'static str {
-    match v {
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
-    }
+fn content_length(headers: &http::HeaderMap) -> u64 {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 pin_project_lite::pin_project! {
-    /// The upstream's response body, streamed through; the call is recorded when it ends.
-    struct RecordedBody {
+    /// The upstream's response body, streamed through; the call is recorded when it ends (or
+    /// is dropped), with the gRPC status from the trailers and the bytes sent.
+    pub(crate) struct RecordedBody {
         #[pin]
         inner: Incoming,
-        record: Option<CallRecord>,
+        call: Option<Recorded>,
+        fault: Option<grpc_web::Fault>,
+        hold: bool,
+    }
+}
+
+impl RecordedBody {
+    /// The call, until the body ended.
+    pub(crate) fn call_mut(&mut self) -> Option<&mut Recorded> {
+        self.call.as_mut()
+    }
+
+    /// Ends the call: a caller's undecodable request body (gRPC-Web text) outranks whatever
+    /// the upstream answered.
+    fn finish(call: &mut Option<Recorded>, fault: Option<&grpc_web::Fault>, hold: bool) {
+        if let (Some(c), Some(why)) = (call.as_mut(), fault.and_then(|f| f.get())) {
+            c.recorder().metrics.decode_error("grpc-web", "bad_base64");
+            let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why.clone());
+            c.failed(&err, Code::Grpc(err.kind.grpc_code()));
+        }
+        if !hold {
+            call.take();
+        }
     }
 }
 
@@ -634,21 +406,39 @@ impl Body for RecordedBody {
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
-                if let Some(record) = this.record.as_mut() {
-                    record.error = Some(format!("upstream body failed: {e}"));
+                if let Some(c) = this.call.as_mut() {
+                    c.outcome = Outcome::Broken {
+                        code: c.outcome.code(),
+                        message: format!("upstream body failed: {e}").into(),
+                    };
                 }
-                this.record.take();
+                RecordedBody::finish(this.call, this.fault.as_ref(), *this.hold);
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                this.record.take();
+                // A gRPC answer that ended without a status: UNKNOWN, as gRPC clients see it.
+                if let Some(c) = this.call.as_mut()
+                    && c.outcome == Outcome::Pending
+                {
+                    c.outcome = Outcome::Answered {
+                        code: Code::Grpc(2),
+                    };
+                }
+                RecordedBody::finish(this.call, this.fault.as_ref(), *this.hold);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(record), Some(trailers)) = (this.record.as_mut(), frame.trailers_ref())
-                    && record.grpc
-                {
-                    record.grpc_status = grpc::status_of(trailers);
+                if let Some(c) = this.call.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        c.bytes_out += data.len() as u64;
+                    } else if let Some(trailers) = frame.trailers_ref()
+                        && c.protocol.speaks_grpc()
+                    {
+                        let status = grpc::status_of(trailers).unwrap_or(2);
+                        c.outcome = Outcome::Answered {
+                            code: Code::Grpc(status),
+                        };
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -663,109 +453,4 @@ impl Body for RecordedBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// A gateway-made error as HTTP: the kind's status and `{"error", "kind", "side", "trace_id"}`.
-pub fn error_response(err: &GatewayError, trace_id: Option<&TraceId>) -> Response<ResponseBody> {
-    let body = serde_json::json!({
-        "error": err.to_string(),
-        "kind": err.kind.as_str(),
-        "side": err.side.as_str(),
-        "trace_id": trace_id.map(|t| t.to_hex()),
-    });
-    json_response(
-        StatusCode::from_u16(err.kind.http_status()).unwrap_or(StatusCode::BAD_GATEWAY),
-        &body,
-    )
-}
-
-/// A gateway-made error in the caller's terms: a gRPC status for gRPC calls, JSON otherwise.
-/// gRPC-Web callers get the status the same way, under their own content type.
-pub fn error_response_for(
-    grpc: bool,
-    web: Option<&grpc_web::WebMode>,
-    err: &GatewayError,
-    trace_id: Option<&TraceId>,
-) -> Response<ResponseBody> {
-    if !grpc {
-        return error_response(err, trace_id);
-    }
-    let mut response = grpc_status_response(err, trace_id);
-    if let Some(w) = web {
-        response
-            .headers_mut()
-            .insert(http::header::CONTENT_TYPE, w.content_type.clone());
-    }
-    response
-}
-
-/// A gateway-made error for a gRPC caller: a trailers-only response (HTTP 200, no body) with
-/// the kind's `grpc-status`, the message in `grpc-message`, and the trace id in
-/// `tracebridge-trace-id`.
-pub fn grpc_status_response(
-    err: &GatewayError,
-    trace_id: Option<&TraceId>,
-) -> Response<ResponseBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::new())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", HeaderValue::from(err.kind.grpc_code()));
-    let mut message = err.to_string();
-    if let Some(t) = trace_id {
-        message.push_str(&format!(" (trace id {})", t.to_hex()));
-        if let Ok(v) = HeaderValue::from_str(&t.to_hex()) {
-            headers.insert("tracebridge-trace-id", v);
-        }
-    }
-    headers.insert("grpc-message", grpc::encode_message(&message));
-    response
-}
-
-fn reject_message(propagator: &Propagator, invalid: Option<&str>) -> String {
-    let mut message = format!(
-        "missing trace context: this route requires one of the headers {}",
-        propagator.extract_header_names().join(", ")
-    );
-    if let Some(e) = invalid {
-        message.push_str(&format!("; invalid: {e}"));
-    }
-    message
-}
-
-fn reject_response(propagator: &Propagator, invalid: Option<String>) -> Response<ResponseBody> {
-    let looked_for = propagator.extract_header_names();
-    let body = serde_json::json!({
-        "error": format!(
-            "missing trace context: this route requires one of the headers {}",
-            looked_for.join(", ")
-        ),
-        "kind": ErrorKind::MissingTraceContext.as_str(),
-        "side": Side::Downstream.as_str(),
-        "looked_for": looked_for,
-        "invalid": invalid,
-        "trace_id": null,
-    });
-    json_response(StatusCode::BAD_REQUEST, &body)
-}
-
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<ResponseBody> {
-    let bytes = Bytes::from(body.to_string());
-    let mut response = Response::new(
-        Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }

@@ -1,7 +1,7 @@
 //! The Thrift listener: the client's transport is detected from its first bytes (THeader,
-//! framed or unframed, binary or compact), then every call runs the phases
-//! peek → route → extract → enforce → sample → inject → dispatch → reply → record,
-//! and the reply goes back in the client's own dialect.
+//! framed or unframed, binary or compact), each frame's message head is peeked, and every
+//! call runs through the [`pipeline`](crate::pipeline) with the [`ThriftCall`] adapter; the
+//! reply goes back in the client's own dialect.
 //!
 //! Calls on one connection may be pipelined: up to [`MAX_PIPELINE`] run at once and their
 //! replies are written in the order the calls arrived (what every Thrift client expects; a
@@ -13,32 +13,29 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::CallTrace;
 use super::http::Limits;
-use crate::codec::thrift::exception::{INVALID_TRANSFORM, PROTOCOL_ERROR, encode_exception};
+use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
 use crate::codec::thrift::header::{HeaderHead, InfoHeaders, encode_head};
 use crate::codec::thrift::{MessageType, ProtocolId, ThriftError, peek_message};
-use crate::config::{OnMissing, ThriftTransport};
+use crate::config::ThriftTransport;
 use crate::error::{ErrorKind, GatewayError, Side};
-use crate::policy::{Decision, Router, Sampler, enforce};
-use crate::telemetry::{AttrValue, Metrics, SpanKind, SpanRecord, SpanSink, SpanStatus};
-use crate::trace::{Propagator, TraceContext, TraceId, pool};
+use crate::pipeline::{self, Adapter, Recorded, Recorder, RoutePolicy, Routed, Stage, respond};
+use crate::trace::Carrier;
 use crate::upstream::thrift::{
-    ThriftCall, ThriftReply, ThriftUpstream, encode_message_header, transcode_struct,
-    write_all_vectored,
+    ThriftCall as ThriftForward, ThriftReply, ThriftUpstream, encode_message_header,
+    transcode_struct, write_all_vectored,
 };
 
 /// Calls of one connection in flight at once; further frames wait in the socket.
@@ -47,56 +44,52 @@ pub const MAX_PIPELINE: usize = 64;
 /// A route of a Thrift listener, resolved to its upstream.
 #[derive(Debug)]
 pub struct ThriftRoute {
-    /// Route name (metrics, spans).
-    pub name: Arc<str>,
+    /// Name, trace policy, timeout and metric handles.
+    pub policy: Arc<RoutePolicy>,
     /// Where matching calls go.
     pub upstream: Arc<ThriftUpstream>,
-    /// Time allowed from dispatch to the upstream's reply.
-    pub timeout: Duration,
-    /// What to do without trace context.
-    pub on_missing: OnMissing,
 }
 
-/// Everything a Thrift listener's calls need, shared by its connections.
-#[derive(Debug)]
-pub struct ThriftStage {
-    /// Listener name (metrics, logs).
-    pub listener: Arc<str>,
-    /// Routes of this listener, matched on the method name.
-    pub router: Router<Arc<ThriftRoute>>,
-    /// Extract order and inject set (applied to THeader info headers).
-    pub propagator: Arc<Propagator>,
-    /// Sampler for the gateway's spans.
-    pub sampler: Sampler,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// Where finished spans go.
-    pub spans: SpanSink,
-    /// Largest frame accepted, also after inflating.
-    pub max_frame: u32,
+impl Routed for ThriftRoute {
+    fn policy(&self) -> &Arc<RoutePolicy> {
+        &self.policy
+    }
 }
+
+/// Everything a Thrift listener's calls share.
+pub type ThriftStage = Stage<ThriftRoute>;
 
 /// Accepts connections until `shutdown` fires, then lets calls in flight finish for up to
-/// `limits.drain_timeout` (connections stop reading new calls at once).
+/// `limits.drain_timeout` (connections stop reading new calls at once). Each call runs on the
+/// stage current when it arrives (a reload swaps `stage`).
 pub async fn serve_thrift(
     listener: TcpListener,
-    stage: Arc<ThriftStage>,
+    stage: Arc<ArcSwap<ThriftStage>>,
     limits: Limits,
+    max_frame: u32,
     shutdown: CancellationToken,
 ) {
+    let name = stage.load().listener.clone();
+    let recorder = stage.load().recorder.clone();
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let tracker = TaskTracker::new();
     while let Some((permit, stream, remote)) =
-        super::accept_next(&listener, &permits, &shutdown, &stage.listener).await
+        super::accept_next(&listener, &permits, &shutdown, &name).await
     {
-        let stage = stage.clone();
+        let (stage, recorder, name) = (stage.clone(), recorder.clone(), name.clone());
         let token = shutdown.clone();
         tracker.spawn(async move {
-            stage.metrics.connection_opened(&stage.listener);
-            if let Err(e) = serve_connection(&stage, stream, remote, token).await {
-                tracing::debug!(listener = %stage.listener, client = %remote, error = %e, "thrift connection ended with error");
+            recorder.listener.connection_opened();
+            let conn = Connection {
+                stage,
+                recorder: recorder.clone(),
+                client: remote,
+                max_frame,
+            };
+            if let Err(e) = conn.serve(stream, token).await {
+                tracing::debug!(listener = %name, client = %remote, error = %e, "thrift connection ended with error");
             }
-            stage.metrics.connection_closed(&stage.listener);
+            recorder.listener.connection_closed();
             drop(permit);
         });
     }
@@ -106,58 +99,64 @@ pub async fn serve_thrift(
         .await
         .is_err()
     {
-        tracing::warn!(listener = %stage.listener, "drain timeout passed with Thrift calls still in flight");
+        tracing::warn!(listener = %name, "drain timeout passed with Thrift calls still in flight");
     }
 }
 
-/// One downstream connection: read frames, run calls (pipelined, bounded), write replies in
-/// arrival order. Returns when the client closes, the framing is lost, or shutdown drained it.
-async fn serve_connection(
-    stage: &Arc<ThriftStage>,
-    stream: TcpStream,
+/// One downstream connection.
+struct Connection {
+    stage: Arc<ArcSwap<ThriftStage>>,
+    recorder: Arc<Recorder>,
     client: SocketAddr,
-    shutdown: CancellationToken,
-) -> Result<(), DecodeError> {
-    let (read, mut write) = stream.into_split();
-    let mut frames = FramedRead::new(read, ThriftDecoder::new(stage.max_frame));
-    let mut in_flight = FuturesOrdered::new();
-    let mut reading = true;
-    let mut result = Ok(());
-    loop {
-        tokio::select! {
-            // Replies first: a finished call frees a pipeline slot.
-            biased;
-            Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                let reply: Option<Vec<Bytes>> = reply;
-                if let Some(mut parts) = reply
-                    && let Err(e) = write_all_vectored(&mut write, &mut parts).await
-                {
-                    return Err(e.into());
-                }
-            }
-            _ = shutdown.cancelled(), if reading => reading = false,
-            frame = frames.next(), if reading && in_flight.len() < MAX_PIPELINE => match frame {
-                Some(Ok(frame)) => {
-                    let call = handle_frame(stage.clone(), client, frame);
-                    in_flight.push_back(call);
-                }
-                Some(Err(e)) => {
-                    if let DecodeError::Thrift(t) = &e {
-                        stage.metrics.decode_error("thrift", t.reason());
-                        tracing::info!(listener = %stage.listener, client = %client, error = %t, "closing Thrift connection: framing lost");
+    max_frame: u32,
+}
+
+impl Connection {
+    /// Reads frames, runs calls (pipelined, bounded), writes replies in arrival order.
+    /// Returns when the client closes, the framing is lost, or shutdown drained it.
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        shutdown: CancellationToken,
+    ) -> Result<(), DecodeError> {
+        let (read, mut write) = stream.into_split();
+        let mut frames = FramedRead::new(read, ThriftDecoder::new(self.max_frame));
+        let mut in_flight = FuturesOrdered::new();
+        let mut reading = true;
+        let mut result = Ok(());
+        loop {
+            tokio::select! {
+                // Replies first: a finished call frees a pipeline slot.
+                biased;
+                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
+                    let reply: Option<Vec<Bytes>> = reply;
+                    if let Some(mut parts) = reply
+                        && let Err(e) = write_all_vectored(&mut write, &mut parts).await
+                    {
+                        return Err(e.into());
                     }
-                    reading = false;
-                    result = Err(e);
                 }
-                None => reading = false,
-            },
-            else => break,
+                _ = shutdown.cancelled(), if reading => reading = false,
+                frame = frames.next(), if reading && in_flight.len() < MAX_PIPELINE => match frame {
+                    Some(Ok(frame)) => in_flight.push_back(handle_frame(self.stage.load_full(), self.client, frame)),
+                    Some(Err(e)) => {
+                        if let DecodeError::Thrift(t) = &e {
+                            self.recorder.metrics.decode_error("thrift", t.reason());
+                            tracing::info!(client = %self.client, error = %t, "closing Thrift connection: framing lost");
+                        }
+                        reading = false;
+                        result = Err(e);
+                    }
+                    None => reading = false,
+                },
+                else => break,
+            }
+            if !reading && in_flight.is_empty() {
+                break;
+            }
         }
-        if !reading && in_flight.is_empty() {
-            break;
-        }
+        result
     }
-    result
 }
 
 /// How the client framed its call; the reply is framed the same way.
@@ -229,53 +228,61 @@ impl Dialect {
         parts.extend(message);
         parts
     }
-
-    /// A `TApplicationException` reply to the call `name`/`seq_id`.
-    fn exception(self, name: &str, seq_id: i32, kind: i32, message: &str) -> Vec<Bytes> {
-        let body = encode_exception(self.protocol(), name, seq_id, kind, message);
-        self.wrap(&[], [Bytes::new(), body])
-    }
 }
 
-/// The parts of a call the listener works with once the frame is unpacked.
-struct Unpacked {
-    dialect: Dialect,
+/// A call as the listener decoded it, or why it could not be.
+struct ThriftIn {
+    decoded: Result<Decoded, GatewayError>,
+}
+
+/// A decoded call: its message head and the untouched payload.
+struct Decoded {
+    kind: MessageType,
     payload: Bytes,
+    body_offset: usize,
     info: InfoHeaders,
     persistent: InfoHeaders,
 }
 
-/// One frame through every phase. `None`: nothing to write back (a oneway call).
+/// One frame through the pipeline. `None`: nothing to write back (a oneway call).
 async fn handle_frame(
     stage: Arc<ThriftStage>,
     client: SocketAddr,
     frame: Frame,
 ) -> Option<Vec<Bytes>> {
-    let started = Instant::now();
-    let started_wall = SystemTime::now();
-    let unpacked = match frame {
-        Frame::Header(h) => Unpacked {
-            dialect: Dialect::Header {
+    let (adapter, req) = unpack(&stage, frame);
+    let call = Call::new(
+        stage.listener.clone(),
+        Protocol::Thrift,
+        client,
+        CallRequest::Thrift {
+            name: Bytes::copy_from_slice(adapter.name.as_bytes()),
+            dialect: adapter.dialect.as_str(),
+        },
+    );
+    pipeline::run(&stage, adapter, call, req).await
+}
+
+/// Unpacks a frame into the adapter (how to answer) and the request (what to forward).
+/// Frames that cannot be decoded are counted here and answered by the pipeline.
+fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
+    let (dialect, payload, info, persistent) = match frame {
+        Frame::Header(h) => (
+            Dialect::Header {
                 flags: h.flags,
                 seq_id: h.seq_id,
                 protocol: h.protocol,
             },
-            payload: h.payload,
-            info: h.info,
-            persistent: h.persistent,
-        },
-        Frame::Framed { protocol, message } => Unpacked {
-            dialect: Dialect::Framed(protocol),
-            payload: message,
-            info: Vec::new(),
-            persistent: Vec::new(),
-        },
-        Frame::Unframed { protocol, message } => Unpacked {
-            dialect: Dialect::Unframed(protocol),
-            payload: message,
-            info: Vec::new(),
-            persistent: Vec::new(),
-        },
+            h.payload,
+            h.info,
+            h.persistent,
+        ),
+        Frame::Framed { protocol, message } => {
+            (Dialect::Framed(protocol), message, Vec::new(), Vec::new())
+        }
+        Frame::Unframed { protocol, message } => {
+            (Dialect::Unframed(protocol), message, Vec::new(), Vec::new())
+        }
         Frame::Invalid {
             flags,
             seq_id,
@@ -283,32 +290,46 @@ async fn handle_frame(
             error,
         } => {
             // The frame was whole but undecodable: answer it, keep the connection.
-            stage.metrics.decode_error("thrift", error.reason());
-            let kind = match error {
-                ThriftError::UnknownTransform(_) => INVALID_TRANSFORM,
-                _ => PROTOCOL_ERROR,
-            };
+            stage
+                .recorder
+                .metrics
+                .decode_error("thrift", error.reason());
             let dialect = Dialect::Header {
                 flags,
                 seq_id,
                 protocol,
             };
-            stage.metrics.request(
-                &stage.listener,
-                "-",
-                "thrift",
-                error.reason(),
-                started.elapsed(),
-            );
-            return Some(dialect.exception("", seq_id as i32, kind, &error.to_string()));
+            let kind = match error {
+                ThriftError::UnknownTransform(_) => ErrorKind::InvalidTransform,
+                _ => ErrorKind::BadRequest,
+            };
+            let err = GatewayError::new(kind, Side::Downstream, error.to_string());
+            let adapter = ThriftCall::new(dialect, String::new(), seq_id as i32, false);
+            return (adapter, ThriftIn { decoded: Err(err) });
         }
     };
-    let dialect = unpacked.dialect;
-    let protocol = dialect.protocol();
-
-    // peek
-    let header = match peek_message(&unpacked.payload, protocol) {
-        Ok(Some(h)) if matches!(h.kind, MessageType::Call | MessageType::Oneway) => h,
+    match peek_message(&payload, dialect.protocol()) {
+        Ok(Some(h)) if matches!(h.kind, MessageType::Call | MessageType::Oneway) => {
+            let adapter = ThriftCall::new(
+                dialect,
+                h.name.to_owned(),
+                h.seq_id,
+                h.kind == MessageType::Oneway,
+            );
+            let decoded = Decoded {
+                kind: h.kind,
+                body_offset: h.body_offset,
+                payload: payload.clone(),
+                info,
+                persistent,
+            };
+            (
+                adapter,
+                ThriftIn {
+                    decoded: Ok(decoded),
+                },
+            )
+        }
         other => {
             let (reason, why) = match other {
                 Ok(Some(h)) => (
@@ -318,186 +339,163 @@ async fn handle_frame(
                 Ok(None) => ("truncated", "the Thrift message is truncated".to_owned()),
                 Err(e) => (e.reason(), e.to_string()),
             };
-            stage.metrics.decode_error("thrift", reason);
-            stage
-                .metrics
-                .request(&stage.listener, "-", "thrift", reason, started.elapsed());
-            return Some(dialect.exception("", 0, PROTOCOL_ERROR, &why));
+            stage.recorder.metrics.decode_error("thrift", reason);
+            let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why);
+            let adapter = ThriftCall::new(dialect, String::new(), 0, false);
+            (adapter, ThriftIn { decoded: Err(err) })
         }
-    };
-    let name = header.name.to_owned();
-    let (seq_id, kind, body_offset) = (header.seq_id, header.kind, header.body_offset);
-    let oneway = kind == MessageType::Oneway;
-    let name_bytes = Bytes::copy_from_slice(name.as_bytes());
-    let fail = |err: &GatewayError, route: &str| {
+    }
+}
+
+/// The Thrift adapter's per-call state: how to answer the caller.
+struct ThriftCall {
+    dialect: Dialect,
+    name: String,
+    seq_id: i32,
+    oneway: bool,
+}
+
+impl ThriftCall {
+    fn new(dialect: Dialect, name: String, seq_id: i32, oneway: bool) -> Self {
+        ThriftCall {
+            dialect,
+            name,
+            seq_id,
+            oneway,
+        }
+    }
+}
+
+impl Adapter for ThriftCall {
+    type Route = ThriftRoute;
+    type Request = ThriftIn;
+    type Outbound = UpstreamCall;
+    type Reply = Option<ThriftReply>;
+    type Response = Option<Vec<Bytes>>;
+
+    fn route(
+        &mut self,
+        stage: &ThriftStage,
+        call: &mut Call,
+        req: &ThriftIn,
+    ) -> Result<Arc<ThriftRoute>, GatewayError> {
+        let decoded = req.decoded.as_ref().map_err(clone_error)?;
+        call.bytes_in = decoded.payload.len() as u64;
         stage
-            .metrics
-            .error(&stage.listener, err.kind.as_str(), err.side.as_str());
-        stage.metrics.request(
-            &stage.listener,
-            route,
-            "thrift",
-            err.kind.as_str(),
-            started.elapsed(),
-        );
-        (!oneway)
-            .then(|| dialect.exception(&name, seq_id, err.kind.thrift_exception(), &err.message))
-    };
-
-    // route
-    let Some(route) = stage.router.match_thrift(name.as_bytes()).cloned() else {
-        let err = GatewayError::new(
-            ErrorKind::NoRoute,
-            Side::Downstream,
-            format!("no route for Thrift method {name:?}"),
-        );
-        return fail(&err, "-");
-    };
-
-    // extract (only THeader clients can carry context)
-    let extracted = stage.propagator.extract(&unpacked.info);
-    let (format, result) = match (&extracted.format, &extracted.invalid) {
-        (Some(f), _) => (f.as_str(), "ok"),
-        (None, Some((f, _))) => (f.as_str(), "invalid"),
-        (None, None) => ("none", "missing"),
-    };
-    stage.metrics.trace_extract(&stage.listener, format, result);
-
-    // enforce
-    let decision = enforce(&extracted, route.on_missing);
-    if decision == Decision::Reject {
-        stage.metrics.trace_rejected(&stage.listener);
-        let mut message = format!(
-            "missing trace context: this route requires one of the THeader headers {}",
-            stage.propagator.extract_header_names().join(", ")
-        );
-        if !matches!(dialect, Dialect::Header { .. }) {
-            message.push_str(&format!(
-                " (this client speaks {}, which cannot carry headers; THeader can)",
-                dialect.as_str()
-            ));
-        }
-        if let Some((_, e)) = &extracted.invalid {
-            message.push_str(&format!("; invalid: {e}"));
-        }
-        let err = GatewayError::new(ErrorKind::MissingTraceContext, Side::Downstream, message);
-        return fail(&err, &route.name);
+            .router
+            .match_thrift(self.name.as_bytes())
+            .cloned()
+            .ok_or_else(|| {
+                GatewayError::new(
+                    ErrorKind::NoRoute,
+                    Side::Downstream,
+                    format!("no route for Thrift method {:?}", self.name),
+                )
+            })
     }
 
-    // sample + the gateway's two spans
-    let call_trace = match decision {
-        Decision::Continue { parent } => {
-            let sampled = stage.sampler.sample(Some(&parent), &parent.trace_id);
-            Some(CallTrace::new(
-                parent.trace_id,
-                Some(parent.span_id),
-                sampled,
-                parent,
-            ))
+    fn carrier<'a>(&self, req: &'a ThriftIn) -> &'a (dyn Carrier + Sync) {
+        // Only THeader clients can carry context.
+        match &req.decoded {
+            Ok(d) => &d.info,
+            Err(_) => &NO_HEADERS,
         }
-        Decision::Start => {
-            let trace_id = TraceId::random();
-            let sampled = stage.sampler.sample(None, &trace_id);
-            Some(CallTrace::new(
-                trace_id,
-                None,
-                sampled,
-                TraceContext::default(),
-            ))
-        }
-        Decision::Pass | Decision::Reject => None,
-    };
-
-    // inject: THeader upstreams get the context in info headers; others cannot carry it.
-    let upstream = &route.upstream;
-    let mut info = unpacked.info;
-    let mut persistent = unpacked.persistent;
-    if upstream.transport() == ThriftTransport::Header {
-        if let Some(t) = &call_trace {
-            pool::with_writer(|w| stage.propagator.inject(&t.upstream_context, &mut info, w));
-        }
-    } else {
-        if call_trace.is_some() || !info.is_empty() {
-            stage.metrics.trace_carrier_missing(upstream.name());
-        }
-        info.clear();
-        persistent.clear();
     }
 
-    // dispatch
-    let flags = match dialect {
-        Dialect::Header { flags, .. } => flags,
-        _ => 0,
-    };
-    let call = ThriftCall {
-        name: name_bytes,
-        kind,
-        protocol,
-        args: unpacked.payload.slice(body_offset..),
-        info,
-        persistent,
-        flags,
-    };
-    let upstream_started = SystemTime::now();
-    let outcome = match tokio::time::timeout(route.timeout, upstream.call(call)).await {
-        Ok(r) => r,
-        Err(_) => Err(GatewayError::new(
-            ErrorKind::UpstreamTimeout,
-            Side::Upstream,
+    fn reject_hint(&self) -> Option<String> {
+        (!matches!(self.dialect, Dialect::Header { .. })).then(|| {
             format!(
-                "upstream {} did not answer within {:?}",
-                upstream.name(),
-                route.timeout
-            ),
-        )),
-    };
+                "this client speaks {}, which cannot carry headers; THeader can",
+                self.dialect.as_str()
+            )
+        })
+    }
 
-    // reply
-    let (parts, code, error) = match outcome {
-        Ok(None) => (None, "ok", None),
-        Ok(Some(reply)) => match reply_parts(dialect, &name, seq_id, reply) {
-            Ok((parts, code)) => (Some(parts), code, None),
-            Err(err) => {
-                let parts = fail(&err, &route.name);
-                (parts, err.kind.as_str(), Some(err.to_string()))
-            }
-        },
-        Err(err) => {
-            let parts = fail(&err, &route.name);
-            (parts, err.kind.as_str(), Some(err.to_string()))
+    async fn bridge(
+        &mut self,
+        _call: &mut Call,
+        route: &ThriftRoute,
+        req: ThriftIn,
+    ) -> Result<UpstreamCall, GatewayError> {
+        let d = req.decoded?;
+        let header = route.upstream.transport() == ThriftTransport::Header;
+        let flags = match self.dialect {
+            Dialect::Header { flags, .. } => flags,
+            _ => 0,
+        };
+        let call = ThriftForward {
+            name: Bytes::copy_from_slice(self.name.as_bytes()),
+            kind: d.kind,
+            protocol: self.dialect.protocol(),
+            args: d.payload.slice(d.body_offset..),
+            // Non-THeader upstreams cannot carry info headers at all.
+            info: if header { d.info } else { Vec::new() },
+            persistent: if header { d.persistent } else { Vec::new() },
+            flags,
+        };
+        Ok(UpstreamCall { call, header })
+    }
+
+    fn upstream_carrier<'a>(&self, out: &'a mut UpstreamCall) -> Option<&'a mut dyn Carrier> {
+        out.carrier()
+    }
+
+    async fn dispatch(
+        &mut self,
+        call: &mut Call,
+        route: &ThriftRoute,
+        out: UpstreamCall,
+    ) -> Result<Option<ThriftReply>, GatewayError> {
+        let left = pipeline::time_left(call).unwrap_or(route.policy.timeout);
+        match tokio::time::timeout(left, route.upstream.call(out.call)).await {
+            Ok(r) => r,
+            Err(_) => Err(pipeline::timeout_error(call, false)),
         }
-    };
-    if error.is_none() {
-        stage.metrics.request(
-            &stage.listener,
-            &route.name,
-            "thrift",
-            code,
-            started.elapsed(),
-        );
     }
-    stage.metrics.upstream_request(
-        upstream.name(),
-        if error.is_some() { "error" } else { code },
-        started.elapsed(),
-    );
-    if let Some(t) = call_trace.filter(|t| t.sampled) {
-        record_spans(
-            &stage,
-            &route,
-            SpanFacts {
-                trace: t,
-                name: &name,
-                dialect,
-                client,
-                started: started_wall,
-                upstream_started,
-                code,
-                error,
-            },
-        );
+
+    async fn respond(self, mut call: Recorded, reply: Option<ThriftReply>) -> Option<Vec<Bytes>> {
+        let Some(reply) = reply else {
+            call.outcome = Outcome::Answered {
+                code: Code::ThriftOneway,
+            };
+            return None;
+        };
+        match reply_parts(self.dialect, &self.name, self.seq_id, reply) {
+            Ok((parts, code)) => {
+                call.bytes_out = parts.iter().map(|p| p.len() as u64).sum();
+                call.outcome = Outcome::Answered { code };
+                (!self.oneway).then_some(parts)
+            }
+            Err(err) => self.respond_error(call, err),
+        }
     }
-    if oneway { None } else { parts }
+
+    fn respond_error(self, mut call: Recorded, err: GatewayError) -> Option<Vec<Bytes>> {
+        let protocol = self.dialect.protocol();
+        let message = respond::thrift(&mut call, &err, protocol, &self.name, self.seq_id);
+        (!self.oneway).then(|| self.dialect.wrap(&[], [Bytes::new(), message]))
+    }
+}
+
+/// The empty carrier of a call that could not be decoded.
+static NO_HEADERS: InfoHeaders = Vec::new();
+
+/// A decode error is answered once; the route phase hands the pipeline its own copy.
+fn clone_error(e: &GatewayError) -> GatewayError {
+    GatewayError::new(e.kind, e.side, e.message.clone())
+}
+
+/// The call as it leaves for the upstream; a THeader upstream's info list is its carrier.
+struct UpstreamCall {
+    call: ThriftForward,
+    header: bool,
+}
+
+impl UpstreamCall {
+    fn carrier(&mut self) -> Option<&mut dyn Carrier> {
+        self.header
+            .then_some(&mut self.call.info as &mut dyn Carrier)
+    }
 }
 
 /// The client's reply: its seqid, its protocol (re-encoded only if the upstream's differs).
@@ -506,7 +504,7 @@ fn reply_parts(
     name: &str,
     seq_id: i32,
     reply: ThriftReply,
-) -> Result<(Vec<Bytes>, &'static str), GatewayError> {
+) -> Result<(Vec<Bytes>, Code), GatewayError> {
     let protocol = dialect.protocol();
     let body = if reply.protocol == protocol {
         reply.args
@@ -522,106 +520,9 @@ fn reply_parts(
     let mut head = BytesMut::with_capacity(16 + name.len());
     encode_message_header(&mut head, protocol, name, reply.kind, seq_id);
     let code = if reply.kind == MessageType::Exception {
-        "exception"
+        Code::ThriftException
     } else {
-        "ok"
+        Code::ThriftReply
     };
     Ok((dialect.wrap(&reply.info, [head.freeze(), body]), code))
-}
-
-struct SpanFacts<'a> {
-    trace: CallTrace,
-    name: &'a str,
-    dialect: Dialect,
-    client: SocketAddr,
-    started: SystemTime,
-    upstream_started: SystemTime,
-    code: &'static str,
-    error: Option<String>,
-}
-
-/// Server and client spans with the RPC semantic conventions (`rpc.system = apache_thrift`).
-/// `rpc.service` is the `Service:` prefix of a multiplexed name, else the upstream's name.
-fn record_spans(stage: &ThriftStage, route: &ThriftRoute, f: SpanFacts<'_>) {
-    let end = SystemTime::now();
-    let (service, method) = match f.name.split_once(':') {
-        Some((s, m)) => (s.to_owned(), m.to_owned()),
-        None => (route.upstream.name().to_owned(), f.name.to_owned()),
-    };
-    let span_name = format!("{service}/{method}");
-    let status = match (&f.error, f.code) {
-        (Some(e), _) => SpanStatus::Error(e.clone().into()),
-        (None, "exception") => {
-            SpanStatus::Error("upstream answered a TApplicationException".into())
-        }
-        _ => SpanStatus::Unset,
-    };
-    let common = [
-        ("rpc.system", AttrValue::Str("apache_thrift".into())),
-        ("rpc.service", AttrValue::Str(service.into())),
-        ("rpc.method", AttrValue::Str(method.into())),
-    ];
-    let mut server_attrs = common.to_vec();
-    server_attrs.extend([
-        ("network.transport", AttrValue::Str("tcp".into())),
-        (
-            "client.address",
-            AttrValue::Str(f.client.ip().to_string().into()),
-        ),
-        (
-            "tracebridge.thrift.client_type",
-            AttrValue::Str(f.dialect.as_str().into()),
-        ),
-        (
-            "tracebridge.route",
-            AttrValue::Str(route.name.to_string().into()),
-        ),
-        (
-            "tracebridge.listener",
-            AttrValue::Str(stage.listener.to_string().into()),
-        ),
-    ]);
-    let mut client_attrs = common.to_vec();
-    client_attrs.extend([
-        (
-            "tracebridge.upstream",
-            AttrValue::Str(route.upstream.name().to_owned().into()),
-        ),
-        (
-            "tracebridge.thrift.upstream_transport",
-            AttrValue::Str(
-                match route.upstream.transport() {
-                    ThriftTransport::Header => "header",
-                    ThriftTransport::Framed => "framed",
-                    ThriftTransport::Unframed => "unframed",
-                }
-                .into(),
-            ),
-        ),
-    ]);
-    let ctx = &f.trace.upstream_context;
-    stage.spans.record(SpanRecord {
-        trace_id: ctx.trace_id,
-        span_id: f.trace.server_span,
-        parent_span_id: f.trace.parent_span,
-        flags: ctx.flags,
-        name: span_name.clone().into(),
-        kind: SpanKind::Server,
-        start: f.started,
-        end,
-        status: status.clone(),
-        attributes: server_attrs,
-    });
-    stage.spans.record(SpanRecord {
-        trace_id: ctx.trace_id,
-        span_id: ctx.span_id,
-        parent_span_id: Some(f.trace.server_span),
-        flags: ctx.flags,
-        name: span_name.into(),
-        kind: SpanKind::Client,
-        start: f.upstream_started,
-        end,
-        status,
-        attributes: client_attrs,
-    });
 }

@@ -6,6 +6,7 @@
 //! - [`metrics`]: the Prometheus registry and the gateway's counters and histograms.
 //! - [`admin`]: the admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`.
 
+pub mod access;
 pub mod admin;
 pub mod metrics;
 pub mod spans;

@@ -1,6 +1,8 @@
 //! HTTP/1.1 and h2c upstream pools: hyper-util's pooled client, one per upstream, with
 //! round-robin over the upstream's endpoints. Bodies stream through; nothing is buffered.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ pub struct HttpUpstream {
     name: String,
     http2: bool,
     endpoints: Vec<Authority>,
+    endpoint_names: Vec<Arc<str>>,
     next: AtomicUsize,
     client: Client<HttpConnector, UpstreamBody>,
 }
@@ -73,6 +76,7 @@ impl HttpUpstream {
         Ok(HttpUpstream {
             name: config.name.clone(),
             http2,
+            endpoint_names: endpoints.iter().map(|a| Arc::from(a.as_str())).collect(),
             endpoints,
             next: AtomicUsize::new(0),
             client,
@@ -89,13 +93,33 @@ impl HttpUpstream {
         self.http2
     }
 
-    /// Sends `req` to the next endpoint: rewrites the URI to that endpoint (keeping path and
-    /// query) and the version to what the upstream speaks, then waits for the response head.
+    /// Sends `req` to the next endpoint (round-robin); see [`HttpUpstream::send_next`].
     pub async fn send(
         &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        self.send_next(req).1.await
+    }
+
+    /// Picks the next endpoint (round-robin) and returns its name with the exchange: the URI
+    /// is rewritten to that endpoint (keeping path and query) and the version to what the
+    /// upstream speaks; the future resolves with the response head.
+    pub fn send_next(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> (
+        Arc<str>,
+        impl Future<Output = Result<Response<Incoming>, GatewayError>> + Send + '_,
+    ) {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        (self.endpoint_names[index].clone(), self.send_to(index, req))
+    }
+
+    async fn send_to(
+        &self,
+        index: usize,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         let authority = self.endpoints[index].clone();
         let path_and_query = req.uri().path_and_query().cloned();
         let mut parts = http::uri::Parts::default();

@@ -26,12 +26,13 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::{CallRecord, RecordedBody, ResponseBody, error_response, json_response};
+use super::{RecordedBody, ResponseBody};
 use crate::bridge::reply::{GrpcStatus, ReplyDecoder, ReplyEvent};
 use crate::bridge::{JsonGrpcBridge, status};
+use crate::call::{Call, Code, Outcome, Protocol};
 use crate::codec::grpc;
 use crate::error::{ErrorKind, GatewayError, Side};
-use crate::trace::TraceId;
+use crate::pipeline::respond::{http_error, json_response};
 use crate::upstream::http::{BoxError, UpstreamBody, box_body};
 
 /// A bridged call in flight: which binding answers it.
@@ -46,9 +47,10 @@ pub(super) async fn request(
     bridge: &Arc<JsonGrpcBridge>,
     mut parts: http::request::Parts,
     body: Incoming,
-    record: &mut CallRecord,
+    call: &mut Call,
     timeout: Duration,
 ) -> Result<(Request<UpstreamBody>, BridgedCall), GatewayError> {
+    call.protocol = Protocol::JsonGrpc;
     let matched = bridge.find(&parts.method, parts.uri.path())?;
     let binding = matched.binding;
     let method = bridge
@@ -56,11 +58,8 @@ pub(super) async fn request(
         .and_then(|b| bridge.method_of(b))
         .ok_or_else(|| GatewayError::new(ErrorKind::Internal, Side::Internal, "lost binding"))?;
     let (path, streaming) = (method.path.clone(), method.server_streaming);
-    // From here on the call is a gRPC call: spans name the RPC, statuses are recorded.
-    record.grpc = true;
-    if let Some(span) = record.span.as_mut() {
-        span.rpc_path = Some(path.clone());
-    }
+    // From here on the upstream side is a gRPC call: spans name the RPC.
+    call.upstream_target = Some(path.clone());
     let json = read_body(body, &parts.headers, bridge.max_request_body, timeout).await?;
     let frame = bridge.request_frame(matched, parts.uri.query(), &json)?;
 
@@ -134,10 +133,12 @@ async fn read_body(
 pub(super) async fn respond(
     call: BridgedCall,
     parts: http::response::Parts,
-    body: RecordedBody,
-    trace_id: Option<&TraceId>,
-    deadline: Instant,
+    mut body: RecordedBody,
 ) -> Response<ResponseBody> {
+    let deadline = body
+        .call_mut()
+        .and_then(|c| c.deadline)
+        .unwrap_or_else(Instant::now);
     let mut decoder = ReplyDecoder::new(body, &parts.headers, call.bridge.max_message);
     // A trailers-only reply carries its status in the headers.
     let head_status = GrpcStatus::of(&parts.headers);
@@ -156,34 +157,36 @@ pub(super) async fn respond(
             Side::Upstream,
             format!("upstream answered HTTP {}, not a gRPC reply", parts.status),
         );
-        return gateway_error(&mut decoder, &err, trace_id);
+        return gateway_error(&mut decoder, &err);
     }
     let mut message = None;
     loop {
         let next = std::future::poll_fn(|cx| decoder.poll_event(cx));
         let event = match tokio::time::timeout_at(deadline, next).await {
             Ok(Ok(event)) => event,
-            Ok(Err(err)) => return gateway_error(&mut decoder, &err, trace_id),
+            Ok(Err(err)) => return gateway_error(&mut decoder, &err),
             Err(_) => {
                 let err = GatewayError::new(
                     ErrorKind::UpstreamTimeout,
                     Side::Upstream,
                     "the upstream's gRPC reply did not complete within the route timeout",
                 );
-                return gateway_error(&mut decoder, &err, trace_id);
+                return gateway_error(&mut decoder, &err);
             }
         };
         match event {
             ReplyEvent::Message(m) if call.streaming => {
                 let first = match line(&call, &m) {
                     Ok(l) => l,
-                    Err(err) => return gateway_error(&mut decoder, &err, trace_id),
+                    Err(err) => return gateway_error(&mut decoder, &err),
                 };
+                let trace = trace_hex(&mut decoder);
+                set_status(&mut decoder, StatusCode::OK, None);
                 let body = NdjsonBody {
                     decoder,
                     call,
                     first: Some(first),
-                    trace: trace_id.map(TraceId::to_hex),
+                    trace,
                     done: false,
                 };
                 return answer(StatusCode::OK, NDJSON, metadata, body.boxed_unsync());
@@ -195,11 +198,11 @@ pub(super) async fn respond(
                     Side::Upstream,
                     "unary gRPC reply carried more than one message",
                 );
-                return gateway_error(&mut decoder, &err, trace_id);
+                return gateway_error(&mut decoder, &err);
             }
             ReplyEvent::End(status) => {
                 let status = status.or(head_status);
-                return finish(&mut decoder, &call, status, message, metadata, trace_id);
+                return finish(&mut decoder, &call, status, message, metadata);
             }
         }
     }
@@ -213,7 +216,6 @@ fn finish(
     status: Option<GrpcStatus>,
     message: Option<Bytes>,
     metadata: HeaderMap,
-    trace_id: Option<&TraceId>,
 ) -> Response<ResponseBody> {
     let status = match status {
         Some(s) => s,
@@ -223,13 +225,13 @@ fn finish(
                 Side::Upstream,
                 "upstream's gRPC reply ended without a grpc-status",
             );
-            return gateway_error(decoder, &err, trace_id);
+            return gateway_error(decoder, &err);
         }
     };
     if status.code != 0 {
         let http_status = status::http_status(status.code);
-        set_status(decoder, http_status, None);
-        let trace = trace_id.map(TraceId::to_hex);
+        set_status(decoder, http_status, Some(status.code));
+        let trace = trace_hex(decoder);
         let body = status::error_body(status.code, &status.message, trace.as_deref());
         let mut response = json_response(http_status, &body);
         merge(response.headers_mut(), metadata);
@@ -239,7 +241,7 @@ fn finish(
         (true, _) => (NDJSON, Bytes::new()),
         (false, Some(m)) => match call.bridge.reply_json(call.binding, &m) {
             Ok(json) => (JSON, Bytes::from(json)),
-            Err(err) => return gateway_error(decoder, &err, trace_id),
+            Err(err) => return gateway_error(decoder, &err),
         },
         (false, None) => {
             let err = GatewayError::new(
@@ -247,10 +249,10 @@ fn finish(
                 Side::Upstream,
                 "unary gRPC reply has status OK but no message",
             );
-            return gateway_error(decoder, &err, trace_id);
+            return gateway_error(decoder, &err);
         }
     };
-    set_status(decoder, StatusCode::OK, None);
+    set_status(decoder, StatusCode::OK, Some(0));
     let body = Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
@@ -287,30 +289,33 @@ fn merge(into: &mut HeaderMap, metadata: HeaderMap) {
     }
 }
 
-/// The call's recorded HTTP status (and error), as the caller sees it.
-fn set_status(decoder: &mut ReplyDecoder<RecordedBody>, status: StatusCode, error: Option<String>) {
-    if let Some(record) = decoder.inner_mut().record.as_mut() {
-        record.status = Some(status);
-        if error.is_some() {
-            record.error = error;
-        }
+/// The call's outcome: the HTTP status the caller gets, and the gRPC status behind it.
+fn set_status(decoder: &mut ReplyDecoder<RecordedBody>, status: StatusCode, grpc: Option<u32>) {
+    if let Some(call) = decoder.inner_mut().call_mut() {
+        call.outcome = Outcome::Answered {
+            code: Code::Http(status.as_u16()),
+        };
+        call.upstream_code = grpc.map(Code::Grpc);
     }
 }
 
+/// The trace id the caller is shown.
+fn trace_hex(decoder: &mut ReplyDecoder<RecordedBody>) -> Option<String> {
+    decoder
+        .inner_mut()
+        .call_mut()
+        .map(|c| c.trace_id().to_hex())
+}
+
+/// A gateway-made error after the upstream answered, as the caller's JSON answer.
 fn gateway_error(
     decoder: &mut ReplyDecoder<RecordedBody>,
     err: &GatewayError,
-    trace_id: Option<&TraceId>,
 ) -> Response<ResponseBody> {
-    let response = error_response(err, trace_id);
-    set_status(decoder, response.status(), Some(err.to_string()));
-    if let Some(record) = decoder.inner_mut().record.as_ref() {
-        let stage = &record.stage;
-        stage
-            .metrics
-            .error(&stage.listener, err.kind.as_str(), err.side.as_str());
+    match decoder.inner_mut().call_mut() {
+        Some(call) => crate::pipeline::respond::http(call, err),
+        None => http_error(err, &crate::trace::TraceId::random()),
     }
-    response
 }
 
 /// One NDJSON line: the message as JSON and `\n`.
@@ -378,8 +383,11 @@ impl Body for NdjsonBody {
             }
             Poll::Ready(Err(err)) => {
                 this.done = true;
-                if let Some(record) = this.decoder.inner_mut().record.as_mut() {
-                    record.error = Some(err.to_string());
+                if let Some(call) = this.decoder.inner_mut().call_mut() {
+                    call.outcome = Outcome::Broken {
+                        code: Code::Http(200),
+                        message: err.to_string().into(),
+                    };
                 }
                 error_line(err.kind.grpc_code(), &err.to_string(), trace)
             }
