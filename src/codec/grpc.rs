@@ -9,11 +9,13 @@
 //! one flag byte (bit 0: compressed with the call's `grpc-encoding`), a 4-byte big-endian
 //! length, then the message bytes.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
 /// gRPC's default largest message a receiver accepts (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -145,40 +147,20 @@ pub fn encode_timeout(d: Duration) -> HeaderValue {
     HeaderValue::from_static("99999999H")
 }
 
+/// What `grpc-message` percent-encodes besides non-ASCII bytes (which are always encoded):
+/// the controls 0x00..=0x1F and 0x7F, and `%` itself; 0x20..=0x7E otherwise stay as they are.
+const GRPC_MESSAGE_ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
+
 /// Percent-encodes a status message for `grpc-message`.
 pub fn encode_message(message: &str) -> HeaderValue {
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7E).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or(HeaderValue::from_static(""))
+    let encoded: Cow<'_, str> = utf8_percent_encode(message, GRPC_MESSAGE_ESCAPED).into();
+    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Decodes a percent-encoded `grpc-message`; invalid escapes are kept as they are and
 /// invalid UTF-8 is replaced.
 pub fn decode_message(value: &[u8]) -> String {
-    let hex = |b: &u8| (*b as char).to_digit(16);
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        if value[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                value.get(i + 1).and_then(hex),
-                value.get(i + 2).and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(value[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode(value).decode_utf8_lossy().into_owned()
 }
 
 /// The `grpc-status` of a header block (response headers of a trailers-only response, or
@@ -249,6 +231,20 @@ mod tests {
     fn messages_are_percent_encoded() {
         assert_eq!(encode_message("no route"), "no route");
         assert_eq!(encode_message("50% ☃\n"), "50%25 %E2%98%83%0A");
+        assert_eq!(
+            encode_message("\0\t\x1f\x7f ~%é"),
+            "%00%09%1F%7F ~%25%C3%A9"
+        );
+        // Every ASCII byte: 0x20..=0x7E but `%` stays, the rest is `%XX` in upper case.
+        for b in 0u8..=0x7F {
+            let text = char::from(b).to_string();
+            let want = if (0x20..=0x7E).contains(&b) && b != b'%' {
+                text.clone()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(encode_message(&text), want.as_str(), "byte {b:#04x}");
+        }
     }
 
     #[test]
@@ -259,6 +255,10 @@ mod tests {
             decode_message(encode_message("no such user: ☃").as_bytes()),
             "no such user: ☃"
         );
+        // Lower-case hex decodes; a lone or half escape and `%%` stay; bad UTF-8 is replaced.
+        assert_eq!(decode_message(b"%e2%98%83 %%41 100%"), "\u{2603} %A 100%");
+        assert_eq!(decode_message(b"%FFok%C3"), "\u{FFFD}ok\u{FFFD}");
+        assert_eq!(decode_message(b""), "");
     }
 
     #[test]
