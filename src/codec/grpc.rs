@@ -17,6 +17,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
 
+/// Bit 0 of a message prefix's flag byte: the message is compressed with the call's
+/// `grpc-encoding`.
+pub const FLAG_COMPRESSED: u8 = 0x01;
+
 /// gRPC's default largest message a receiver accepts (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
@@ -47,7 +51,7 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(bool, Byte
         return Ok(None);
     }
     let flag = buf[0];
-    if flag > 1 {
+    if flag & !FLAG_COMPRESSED != 0 {
         return Err(FrameError::BadFlag(flag));
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -58,14 +62,23 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(bool, Byte
         return Ok(None);
     }
     buf.advance(5);
-    Ok(Some((flag == 1, buf.split_to(len).freeze())))
+    Ok(Some((flag == FLAG_COMPRESSED, buf.split_to(len).freeze())))
+}
+
+/// Writes the 5-byte prefix of a length-prefixed message whose `len` bytes follow: the flag
+/// byte (`0`, or [`FLAG_COMPRESSED`]; gRPC-Web's trailer frame sets `0x80`), then `len` as a
+/// 4-byte big-endian integer. Every writer of gRPC framing goes through here. A `len` past
+/// `u32::MAX` (far beyond any message size limit) is written as `u32::MAX`.
+pub fn write_prefix(out: &mut BytesMut, flags: u8, len: usize) {
+    // flag (1) | length (4, big-endian) | message (length)
+    out.reserve(5 + len);
+    out.put_u8(flags);
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
 /// Writes `message` as one uncompressed length-prefixed message.
 pub fn encode_frame(message: &[u8], out: &mut BytesMut) {
-    out.reserve(5 + message.len());
-    out.put_u8(0);
-    out.put_u32(message.len() as u32);
+    write_prefix(out, 0, message.len());
     out.put_slice(message);
 }
 
@@ -284,6 +297,23 @@ mod tests {
         );
         let mut flag = BytesMut::from(&[2u8, 0, 0, 0, 0][..]);
         assert_eq!(decode_frame(&mut flag, 16), Err(FrameError::BadFlag(2)));
+        let mut flag = BytesMut::from(&[0x80u8, 0, 0, 0, 0][..]);
+        assert_eq!(decode_frame(&mut flag, 16), Err(FrameError::BadFlag(0x80)));
+    }
+
+    #[test]
+    fn prefixes_carry_the_flag_and_big_endian_length() {
+        let mut out = BytesMut::new();
+        write_prefix(&mut out, FLAG_COMPRESSED, 0x0102_0304);
+        write_prefix(&mut out, 0x80, 0);
+        assert_eq!(&out[..], b"\x01\x01\x02\x03\x04\x80\0\0\0\0");
+        out.clear();
+        write_prefix(&mut out, FLAG_COMPRESSED, 2);
+        out.put_slice(b"xy");
+        assert_eq!(
+            decode_frame(&mut out, 16),
+            Ok(Some((true, Bytes::from_static(b"xy"))))
+        );
     }
 
     #[test]
