@@ -10,11 +10,13 @@
 
 use std::hint::black_box;
 
+use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use prost::Message;
 use serde::Deserialize;
 use tracebridge::bridge::JsonGrpcBridge;
+use tracebridge::codec::grpc::write_prefix;
 
 const JSON: &str = r#"{"greeting":"hi","count":3,"visitorId":"9007199254740993","mood":"MOOD_HAPPY","tags":["a","b","c"],"locale":{"language":"en","region":"GB"}}"#;
 const PATH: &str = "/v1/greeter/world";
@@ -72,7 +74,7 @@ struct JsonLocale {
 }
 
 /// The baseline: serde into the struct, map to the prost struct, encode with a prefix.
-fn baseline(name: &str, json: &str) -> Vec<u8> {
+fn baseline(name: &str, json: &str) -> Bytes {
     let j: JsonHello = serde_json::from_str(json).unwrap();
     let msg = HelloRequest {
         name: name.to_owned(),
@@ -90,11 +92,10 @@ fn baseline(name: &str, json: &str) -> Vec<u8> {
             region: l.region,
         }),
     };
-    let mut out = Vec::with_capacity(5 + msg.encoded_len());
-    out.push(0);
-    out.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+    let mut out = BytesMut::new();
+    write_prefix(&mut out, 0, msg.encoded_len());
     msg.encode(&mut out).unwrap();
-    out
+    out.freeze()
 }
 
 fn bench(c: &mut Criterion) {

@@ -28,11 +28,12 @@ pub mod template;
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::Method;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 
+use crate::codec::grpc;
 use crate::error::{ErrorKind, GatewayError, Side};
 use http_rule::{Binding, BodySelector};
 use template::Captures;
@@ -164,7 +165,7 @@ impl JsonGrpcBridge {
             bindings: rule_bindings,
             services: chosen.iter().map(|s| s.full_name().to_owned()).collect(),
             max_request_body: DEFAULT_MAX_REQUEST_BODY,
-            max_message: crate::codec::grpc::DEFAULT_MAX_MESSAGE_SIZE,
+            max_message: grpc::DEFAULT_MAX_MESSAGE_SIZE,
         })
     }
 
@@ -214,9 +215,8 @@ impl JsonGrpcBridge {
         let (binding, method) = self.resolve(matched.binding)?;
         let msg = build_request(binding, method, matched.captures, query, body)
             .map_err(|e| GatewayError::new(ErrorKind::BadRequest, Side::Downstream, e))?;
-        let mut out = BytesMut::with_capacity(5 + msg.encoded_len());
-        out.put_u8(0);
-        out.put_u32(u32::try_from(msg.encoded_len()).unwrap_or(u32::MAX));
+        let mut out = BytesMut::new();
+        grpc::write_prefix(&mut out, 0, msg.encoded_len());
         msg.encode(&mut out).map_err(|e| {
             GatewayError::new(ErrorKind::Internal, Side::Internal, "cannot encode request")
                 .with_source(e)

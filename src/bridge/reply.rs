@@ -241,12 +241,12 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(b"hello").unwrap();
         let packed = gz.finish().unwrap();
-        let mut wire = vec![1u8];
-        wire.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+        let mut wire = BytesMut::new();
+        grpc::write_prefix(&mut wire, grpc::FLAG_COMPRESSED, packed.len());
         wire.extend_from_slice(&packed);
         let mut headers = HeaderMap::new();
         headers.insert("grpc-encoding", "gzip".parse().unwrap());
-        let frames: Frames = vec![Ok(Frame::data(Bytes::from(wire))), Ok(trailers("0", ""))];
+        let frames: Frames = vec![Ok(Frame::data(wire.freeze())), Ok(trailers("0", ""))];
         assert_eq!(
             events(decoder(frames, &headers, 64)),
             vec![

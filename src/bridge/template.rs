@@ -225,29 +225,25 @@ fn is_ident(s: &str) -> bool {
 }
 
 /// Percent-decodes URL text into UTF-8; with `keep_slash`, `%2F` stays encoded. `None` for
-/// bytes that do not form UTF-8.
+/// bytes that do not form UTF-8. Invalid escapes (`%`, `%4`, `%zz`) are kept as they are.
 pub fn percent_decode(text: &[u8], keep_slash: bool) -> Option<String> {
-    let hex = |b: &u8| (*b as char).to_digit(16);
     let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        if text[i] == b'%'
-            && let (Some(h), Some(l)) =
-                (text.get(i + 1).and_then(hex), text.get(i + 2).and_then(hex))
-        {
-            let b = (h * 16 + l) as u8;
-            if keep_slash && b == b'/' {
-                out.extend_from_slice(&text[i..i + 3]);
-            } else {
-                out.push(b);
-            }
-            i += 3;
-        } else {
-            out.push(text[i]);
-            i += 1;
-        }
+    let mut rest = text;
+    // Every `%2F` in the text is an escape of its own (its `%` cannot be the tail of an earlier
+    // escape), so decoding the pieces between them equals decoding the whole.
+    while keep_slash && let Some(at) = find_encoded_slash(rest) {
+        out.extend(percent_encoding::percent_decode(&rest[..at]));
+        out.extend_from_slice(&rest[at..at + 3]);
+        rest = &rest[at + 3..];
     }
+    out.extend(percent_encoding::percent_decode(rest));
     String::from_utf8(out).ok()
+}
+
+/// Where `%2F` (or `%2f`) first occurs in `text`.
+fn find_encoded_slash(text: &[u8]) -> Option<usize> {
+    text.windows(3)
+        .position(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
 }
 
 #[cfg(test)]
@@ -352,6 +348,29 @@ mod tests {
             pairs(&[("a.b", "1"), ("c", "x/y/z")])
         );
         assert_eq!(caps("/v1/**", "/v1/"), pairs(&[]));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        for (text, keep_slash, want) in [
+            ("a%20b%e2%98%83", false, Some("a b\u{2603}")),
+            ("%25%2541", false, Some("%%41")),
+            ("%%41 % %4 %zz", false, Some("%A % %4 %zz")),
+            ("a%2Fb%2fc", false, Some("a/b/c")),
+            ("a%2Fb%2fc%20", true, Some("a%2Fb%2fc ")),
+            ("%2F%2F", true, Some("%2F%2F")),
+            ("%%2F%2", true, Some("%%2F%2")),
+            ("%C3%A9/%2F", true, Some("é/%2F")),
+            ("%ff", false, None),
+            ("%C3%2F%A9", true, None),
+            ("", true, Some("")),
+        ] {
+            assert_eq!(
+                percent_decode(text.as_bytes(), keep_slash).as_deref(),
+                want,
+                "{text:?} keep_slash={keep_slash}"
+            );
+        }
     }
 
     #[test]

@@ -9,11 +9,17 @@
 //! one flag byte (bit 0: compressed with the call's `grpc-encoding`), a 4-byte big-endian
 //! length, then the message bytes.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode, utf8_percent_encode};
+
+/// Bit 0 of a message prefix's flag byte: the message is compressed with the call's
+/// `grpc-encoding`.
+pub const FLAG_COMPRESSED: u8 = 0x01;
 
 /// gRPC's default largest message a receiver accepts (4 MiB).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -45,7 +51,7 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(bool, Byte
         return Ok(None);
     }
     let flag = buf[0];
-    if flag > 1 {
+    if flag & !FLAG_COMPRESSED != 0 {
         return Err(FrameError::BadFlag(flag));
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -56,14 +62,23 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<(bool, Byte
         return Ok(None);
     }
     buf.advance(5);
-    Ok(Some((flag == 1, buf.split_to(len).freeze())))
+    Ok(Some((flag == FLAG_COMPRESSED, buf.split_to(len).freeze())))
+}
+
+/// Writes the 5-byte prefix of a length-prefixed message whose `len` bytes follow: the flag
+/// byte (`0`, or [`FLAG_COMPRESSED`]; gRPC-Web's trailer frame sets `0x80`), then `len` as a
+/// 4-byte big-endian integer. Every writer of gRPC framing goes through here. A `len` past
+/// `u32::MAX` (far beyond any message size limit) is written as `u32::MAX`.
+pub fn write_prefix(out: &mut BytesMut, flags: u8, len: usize) {
+    // flag (1) | length (4, big-endian) | message (length)
+    out.reserve(5 + len);
+    out.put_u8(flags);
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
 /// Writes `message` as one uncompressed length-prefixed message.
 pub fn encode_frame(message: &[u8], out: &mut BytesMut) {
-    out.reserve(5 + message.len());
-    out.put_u8(0);
-    out.put_u32(message.len() as u32);
+    write_prefix(out, 0, message.len());
     out.put_slice(message);
 }
 
@@ -145,40 +160,20 @@ pub fn encode_timeout(d: Duration) -> HeaderValue {
     HeaderValue::from_static("99999999H")
 }
 
+/// What `grpc-message` percent-encodes besides non-ASCII bytes (which are always encoded):
+/// the controls 0x00..=0x1F and 0x7F, and `%` itself; 0x20..=0x7E otherwise stay as they are.
+const GRPC_MESSAGE_ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
+
 /// Percent-encodes a status message for `grpc-message`.
 pub fn encode_message(message: &str) -> HeaderValue {
-    let mut out = String::with_capacity(message.len());
-    for &b in message.as_bytes() {
-        if (0x20..=0x7E).contains(&b) && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or(HeaderValue::from_static(""))
+    let encoded: Cow<'_, str> = utf8_percent_encode(message, GRPC_MESSAGE_ESCAPED).into();
+    HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// Decodes a percent-encoded `grpc-message`; invalid escapes are kept as they are and
 /// invalid UTF-8 is replaced.
 pub fn decode_message(value: &[u8]) -> String {
-    let hex = |b: &u8| (*b as char).to_digit(16);
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        if value[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                value.get(i + 1).and_then(hex),
-                value.get(i + 2).and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(value[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode(value).decode_utf8_lossy().into_owned()
 }
 
 /// The `grpc-status` of a header block (response headers of a trailers-only response, or
@@ -249,6 +244,20 @@ mod tests {
     fn messages_are_percent_encoded() {
         assert_eq!(encode_message("no route"), "no route");
         assert_eq!(encode_message("50% ☃\n"), "50%25 %E2%98%83%0A");
+        assert_eq!(
+            encode_message("\0\t\x1f\x7f ~%é"),
+            "%00%09%1F%7F ~%25%C3%A9"
+        );
+        // Every ASCII byte: 0x20..=0x7E but `%` stays, the rest is `%XX` in upper case.
+        for b in 0u8..=0x7F {
+            let text = char::from(b).to_string();
+            let want = if (0x20..=0x7E).contains(&b) && b != b'%' {
+                text.clone()
+            } else {
+                format!("%{b:02X}")
+            };
+            assert_eq!(encode_message(&text), want.as_str(), "byte {b:#04x}");
+        }
     }
 
     #[test]
@@ -259,6 +268,10 @@ mod tests {
             decode_message(encode_message("no such user: ☃").as_bytes()),
             "no such user: ☃"
         );
+        // Lower-case hex decodes; a lone or half escape and `%%` stay; bad UTF-8 is replaced.
+        assert_eq!(decode_message(b"%e2%98%83 %%41 100%"), "\u{2603} %A 100%");
+        assert_eq!(decode_message(b"%FFok%C3"), "\u{FFFD}ok\u{FFFD}");
+        assert_eq!(decode_message(b""), "");
     }
 
     #[test]
@@ -284,6 +297,23 @@ mod tests {
         );
         let mut flag = BytesMut::from(&[2u8, 0, 0, 0, 0][..]);
         assert_eq!(decode_frame(&mut flag, 16), Err(FrameError::BadFlag(2)));
+        let mut flag = BytesMut::from(&[0x80u8, 0, 0, 0, 0][..]);
+        assert_eq!(decode_frame(&mut flag, 16), Err(FrameError::BadFlag(0x80)));
+    }
+
+    #[test]
+    fn prefixes_carry_the_flag_and_big_endian_length() {
+        let mut out = BytesMut::new();
+        write_prefix(&mut out, FLAG_COMPRESSED, 0x0102_0304);
+        write_prefix(&mut out, 0x80, 0);
+        assert_eq!(&out[..], b"\x01\x01\x02\x03\x04\x80\0\0\0\0");
+        out.clear();
+        write_prefix(&mut out, FLAG_COMPRESSED, 2);
+        out.put_slice(b"xy");
+        assert_eq!(
+            decode_frame(&mut out, 16),
+            Ok(Some((true, Bytes::from_static(b"xy"))))
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, header};
 use http_body::{Body, Frame, SizeHint};
 
+use super::grpc::write_prefix;
 use crate::upstream::http::BoxError;
 
 /// A gRPC-Web request's flavour.
@@ -79,19 +80,24 @@ pub fn response_headers(headers: &mut HeaderMap, mode: &WebMode) {
     headers.remove(header::CONTENT_LENGTH);
 }
 
+/// Bit 7 of a frame's flag byte: the frame carries trailers, not a message.
+const FLAG_TRAILERS: u8 = 0x80;
+
 /// The trailer frame: `0x80`, length, `name: value\r\n` lines.
 pub fn trailer_frame(trailers: &HeaderMap) -> Bytes {
-    let mut block = BytesMut::new();
+    // `name: value\r\n`: the name, the value and 4 bytes of punctuation a line.
+    let len = trailers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut out = BytesMut::new();
+    write_prefix(&mut out, FLAG_TRAILERS, len);
     for (name, value) in trailers {
-        block.put_slice(name.as_str().as_bytes());
-        block.put_slice(b": ");
-        block.put_slice(value.as_bytes());
-        block.put_slice(b"\r\n");
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
     }
-    let mut out = BytesMut::with_capacity(5 + block.len());
-    out.put_u8(0x80);
-    out.put_u32(block.len() as u32);
-    out.put_slice(&block);
     out.freeze()
 }
 
