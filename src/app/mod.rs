@@ -6,6 +6,7 @@
 
 pub mod demo;
 mod demo_grpc;
+mod demo_thrift;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
