@@ -6,6 +6,7 @@
 
 pub mod demo;
 mod demo_grpc;
+mod demo_thrift;
 mod stages;
 
 use std::net::SocketAddr;
