@@ -24,6 +24,9 @@ enum Command {
         /// Worker threads (default: one per CPU core).
         #[arg(long, env = "TRACEBRIDGE_WORKERS")]
         workers: Option<usize>,
+        /// Watch the config file and apply each valid change (SIGHUP reloads with or without it).
+        #[arg(long, env = "TRACEBRIDGE_CONFIG_WATCH")]
+        enable_config_watch: bool,
     },
     /// Validate a config file: exit 0, or non-zero listing every error with its key path.
     Check {
@@ -56,7 +59,11 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, workers } => with_runtime(workers, run(config)),
+        Command::Run {
+            config,
+            workers,
+            enable_config_watch,
+        } => with_runtime(workers, run(config, enable_config_watch)),
         Command::Demo {
             listen,
             admin,
@@ -95,7 +102,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> Result<(), String> {
+async fn run(path: PathBuf, watch: bool) -> Result<(), String> {
     let cfg = config::load(&path).map_err(|errors| {
         let mut text = format!("{}: {} error(s)", path.display(), errors.errors.len());
         for e in &errors.errors {
@@ -109,6 +116,14 @@ async fn run(path: PathBuf) -> Result<(), String> {
             "listening name={} protocol={} address={}",
             b.name, b.protocol, b.address
         );
+    }
+    let reloader = gateway.reloader();
+    let sighup = app::reload::on_sighup(path.clone(), reloader.clone())
+        .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    tokio::spawn(sighup);
+    if watch {
+        app::reload::watch(path.clone(), reloader).map_err(|e| e.to_string())?;
+        println!("watching {} for changes", path.display());
     }
     println!("ready");
     let token = gateway.shutdown_token();

@@ -7,6 +7,7 @@
 pub mod demo;
 mod demo_grpc;
 mod demo_thrift;
+pub mod reload;
 mod stages;
 
 use std::net::SocketAddr;
