@@ -285,7 +285,9 @@ async fn handle_frame(
             // The frame was whole but undecodable: answer it, keep the connection.
             stage.metrics.decode_error("thrift", error.reason());
             let kind = match error {
-                ThriftError::UnknownTransform(_) => INVALID_TRANSFORM,
+                ThriftError::UnknownTransform(_) | ThriftError::RepeatedTransform(_) => {
+                    INVALID_TRANSFORM
+                }
                 _ => PROTOCOL_ERROR,
             };
             let dialect = Dialect::Header {
