@@ -219,8 +219,13 @@ fn read_string(
     Ok(s)
 }
 
+/// The first reservation for inflated bytes. The output then grows as the decoder actually
+/// produces bytes, never from a size guessed up front: invalid zlib costs at most this much.
+const INFLATE_FIRST_CHUNK: usize = 64 * 1024;
+
+/// Inflates one complete zlib stream, failing once the output passes `max_frame` bytes.
 fn inflate(data: &[u8], max_frame: u32) -> Result<Bytes, ThriftError> {
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(max_frame as usize));
+    let mut out = Vec::with_capacity(data.len().min(INFLATE_FIRST_CHUNK));
     let limit = u64::from(max_frame) + 1;
     flate2::read::ZlibDecoder::new(data)
         .take(limit)
