@@ -1,17 +1,26 @@
-//! Integration: the Thrift listener against hostile peers, the gateway on 127.0.0.1:0 in this
-//! process. Nested and repeated zlib transforms are refused with INVALID_TRANSFORM before
-//! anything is inflated, the process's memory stays bounded, and the connection serves on.
+//! Integration: the Thrift listener and upstream pool against hostile peers, the gateway on
+//! 127.0.0.1:0 in this process.
+//!
+//! - Downstream: nested and repeated zlib transforms are refused with INVALID_TRANSFORM before
+//!   anything is inflated, the process's memory stays bounded, and the connection serves on.
+//! - Upstream: a connection whose reply reader fails (garbage, a frame over the limit, the
+//!   upstream going away) is retired at once: its call fails with INTERNAL_ERROR naming the
+//!   cause, and the next call dials a fresh connection instead of waiting on a dead one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead};
 use tracebridge::app::{self, RunningGateway};
 use tracebridge::codec::thrift::ClientType;
@@ -20,31 +29,85 @@ use tracebridge::codec::thrift::header::{HeaderHead, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
 use tracebridge::upstream::thrift::encode_message_header;
 
-/// `TApplicationException` type (Apache `TApplicationException`).
+/// `TApplicationException` types (Apache `TApplicationException`).
+const INTERNAL_ERROR: i32 = 6;
 const INVALID_TRANSFORM: i32 = 8;
 
-/// A THeader binary Thrift server answering every call with a REPLY echoing its args.
-async fn echo_upstream() -> SocketAddr {
+/// How the fake upstream treats one accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Behaviour {
+    /// Answer every call with a REPLY echoing its args (THeader, binary).
+    Echo,
+    /// Answer a call with 20 bytes that are no THeader frame, then read on until EOF.
+    Garbage,
+    /// Answer a call with a LENGTH one byte over the default max_frame_size, then read on
+    /// until EOF.
+    Oversized,
+    /// Read a call, report it on `received`, then hold the socket until the task is aborted.
+    Hold,
+}
+
+/// A THeader binary Thrift server on 127.0.0.1:0; see [`serve_upstream`].
+async fn start_upstream(first: Behaviour) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (received, _) = oneshot::channel();
+    serve_upstream(listener, first, accepted.clone(), received);
+    (addr, accepted)
+}
+
+/// Serves `listener`'s connections one after another: the first with `first`, every later one
+/// with [`Behaviour::Echo`]; `accepted` counts them. Serving them in turn also proves that the
+/// gateway closes a connection it retired: the next one is accepted only after that EOF.
+/// Aborting the task closes the listener and the connection being served.
+fn serve_upstream(
+    listener: TcpListener,
+    first: Behaviour,
+    accepted: Arc<AtomicUsize>,
+    received: oneshot::Sender<()>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut received = Some(received);
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut frames = FramedRead::new(read, ThriftDecoder::new(1 << 24));
-                while let Some(Ok(Frame::Header(h))) = frames.next().await {
-                    if write
-                        .write_all(&echo_reply(h.seq_id, &h.payload))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
+            let n = accepted.fetch_add(1, Ordering::SeqCst);
+            let behaviour = if n == 0 { first } else { Behaviour::Echo };
+            serve_upstream_connection(stream, behaviour, &mut received).await;
         }
-    });
-    addr
+    })
+}
+
+async fn serve_upstream_connection(
+    stream: TcpStream,
+    behaviour: Behaviour,
+    received: &mut Option<oneshot::Sender<()>>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut frames = FramedRead::new(read, ThriftDecoder::new(1 << 24));
+    while let Some(Ok(frame)) = frames.next().await {
+        let Frame::Header(h) = frame else {
+            panic!("upstream got {frame:?}")
+        };
+        let out = match behaviour {
+            Behaviour::Echo => echo_reply(h.seq_id, &h.payload),
+            Behaviour::Garbage => b"\x00\x00\x00\x10GARBAGEGARBAGEGA".to_vec(),
+            Behaviour::Oversized => {
+                let mut o = 16_384_001u32.to_be_bytes().to_vec();
+                o.extend_from_slice(&[0x0F, 0xFF, 0, 0, 0, 0, 0, 1]);
+                o
+            }
+            Behaviour::Hold => {
+                if let Some(tx) = received.take() {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A THeader binary REPLY to the binary call in `payload`, echoing its args as the result.
@@ -217,13 +280,13 @@ impl Client {
         );
     }
 
-    /// Reads a reply and returns the `TApplicationException` it carries, checking the header
-    /// seq id and message seqid are `seq`.
-    async fn exception(&mut self, seq: i32) -> (String, i32) {
-        let (header_seq, _, kind, got_seq, body) = self.reply().await;
+    /// Reads a reply and returns the `TApplicationException` it carries, checking it answers
+    /// the call `name` with header seq id and message seqid `seq`.
+    async fn exception(&mut self, name: &str, seq: i32) -> (String, i32) {
+        let (header_seq, got_name, kind, got_seq, body) = self.reply().await;
         assert_eq!(
-            (header_seq, kind, got_seq),
-            (seq as u32, MessageType::Exception, seq)
+            (header_seq, got_name.as_str(), kind, got_seq),
+            (seq as u32, name, MessageType::Exception, seq)
         );
         app_exception(&body)
     }
@@ -295,7 +358,7 @@ async fn refuse_nested(client: &mut Client, bomb: &[u8], first: u32) {
     }
     client.send(&burst).await;
     for seq in first..first + NESTED_PER_CONNECTION {
-        let (message, kind) = client.exception(seq as i32).await;
+        let (message, kind) = client.exception("", seq as i32).await;
         assert_eq!(
             (kind, message.as_str()),
             (
@@ -308,7 +371,7 @@ async fn refuse_nested(client: &mut Client, bomb: &[u8], first: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_and_repeated_zlib_are_refused_in_bounded_memory() {
-    let up = echo_upstream().await;
+    let (up, _) = start_upstream(Behaviour::Echo).await;
     let (gw, rpc) = gateway(up).await;
 
     // 16,000,000 zeros (under max_frame_size, so a reader that inflated each layer in turn
@@ -332,7 +395,7 @@ async fn nested_and_repeated_zlib_are_refused_in_bounded_memory() {
     );
     a.send(&repeated).await;
     assert_eq!(
-        a.exception(7).await,
+        a.exception("", 7).await,
         (
             "THeader frame lists 2 transforms; at most one (zlib) is accepted".to_owned(),
             INVALID_TRANSFORM
@@ -357,5 +420,76 @@ async fn nested_and_repeated_zlib_are_refused_in_bounded_memory() {
     let line =
         "tracebridge_decode_errors_total{protocol=\"thrift\",reason=\"repeated_transform\"} 65";
     assert!(text.contains(line), "missing {line} in\n{text}");
+    gw.shutdown().await;
+}
+
+/// The first call gets INTERNAL_ERROR with `cause`; the next one is served by a second,
+/// freshly dialled connection, well within the route's 3 s timeout (a call written to the dead
+/// connection would time out instead and say so).
+async fn retired_then_served_afresh(first: Behaviour, cause: &str) {
+    let (up, accepted) = start_upstream(first).await;
+    let (gw, rpc) = gateway(up).await;
+    let mut c = Client::connect(rpc).await;
+    c.send(&add_call(1)).await;
+    assert_eq!(
+        c.exception("add", 1).await,
+        (format!("upstream legacy: {cause}"), INTERNAL_ERROR)
+    );
+    c.assert_served(2, "the next call, on a fresh connection")
+        .await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "upstream connections");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn garbage_reply_retires_the_upstream_connection() {
+    retired_then_served_afresh(
+        Behaviour::Garbage,
+        "bad reply frame: THeader frame is malformed: no 0x0FFF magic",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_reply_retires_the_upstream_connection() {
+    retired_then_served_afresh(
+        Behaviour::Oversized,
+        "bad reply: Thrift frame of 16384001 bytes exceeds max_frame_size 16384000",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn upstream_gone_in_flight_fails_the_call_and_a_restart_serves_the_next() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (received, held) = oneshot::channel();
+    let upstream = serve_upstream(listener, Behaviour::Hold, accepted.clone(), received);
+    let (gw, rpc) = gateway(up).await;
+    let mut c = Client::connect(rpc).await;
+    c.send(&add_call(1)).await;
+    tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("the upstream got the call within 5 s")
+        .unwrap();
+
+    // The upstream goes away with the call in flight: its listener and socket are closed.
+    upstream.abort();
+    assert!(upstream.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        c.exception("add", 1).await,
+        (
+            "upstream legacy: connection closed by the upstream".to_owned(),
+            INTERNAL_ERROR
+        )
+    );
+
+    // Back on the same port: the first call dials it and is served.
+    let listener = TcpListener::bind(up).await.unwrap();
+    let (received, _) = oneshot::channel();
+    let _upstream = serve_upstream(listener, Behaviour::Echo, accepted.clone(), received);
+    c.assert_served(2, "the first call after the restart").await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "upstream connections");
     gw.shutdown().await;
 }
