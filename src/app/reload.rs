@@ -64,3 +64,15 @@ pub fn on_sighup(
         Ok(std::future::pending())
     }
 }
+
+/// Starts watching the config file (`--enable-config-watch`): every settled change is
+/// applied like a SIGHUP. Fails if the file's directory cannot be watched.
+pub fn watch(path: PathBuf, reloader: Reloader) -> Result<(), config::watch::WatchError> {
+    let mut changes = config::watch::watch(path.clone(), WATCH_DEBOUNCE)?;
+    tokio::spawn(async move {
+        while let Some(loaded) = changes.next().await {
+            apply(&path, &reloader, loaded);
+        }
+    });
+    Ok(())
+}

@@ -300,7 +300,9 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
                 protocol,
             };
             let kind = match error {
-                ThriftError::UnknownTransform(_) => ErrorKind::InvalidTransform,
+                ThriftError::UnknownTransform(_) | ThriftError::RepeatedTransform(_) => {
+                    ErrorKind::InvalidTransform
+                }
                 _ => ErrorKind::BadRequest,
             };
             let err = GatewayError::new(kind, Side::Downstream, error.to_string());

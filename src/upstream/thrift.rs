@@ -3,24 +3,25 @@
 //! message header, and the THeader seq id), and the reply is routed back by that seqid.
 //! The call's arguments are forwarded as the same `Bytes`, written vectored after a freshly
 //! encoded frame head and message header; only a protocol change (binary ⇄ compact) re-encodes.
+//!
+//! A connection whose reader or writer fails is retired at once ([`conn`]): its waiting calls
+//! fail with the cause and the next call dials a fresh connection.
 
-use std::collections::HashMap;
+mod conn;
+
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
 
+use self::conn::Conn;
 use crate::codec::thrift::detect::ClientType;
-use crate::codec::thrift::frame::{Frame, ThriftDecoder};
 use crate::codec::thrift::header::{HeaderHead, InfoHeaders, Transform, encode_head};
-use crate::codec::thrift::message::{MessageType, ProtocolId, peek_message};
+use crate::codec::thrift::message::{MessageType, ProtocolId};
 use crate::codec::thrift::walk::transcode;
 use crate::codec::thrift::{DEFAULT_MAX_FRAME_SIZE, varint};
 use crate::config::{ThriftProtocol, ThriftTransport, UpstreamConfig};
@@ -56,22 +57,6 @@ pub struct ThriftReply {
     pub args: Bytes,
     /// Info headers of a THeader reply.
     pub info: InfoHeaders,
-}
-
-type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Result<ThriftReply, String>>>>>;
-
-/// One connection to one endpoint: a writer queue, a reader task, and the calls in flight.
-#[derive(Debug)]
-struct Conn {
-    tx: mpsc::Sender<Vec<Bytes>>,
-    waiters: Waiters,
-    next_seq: AtomicI32,
-}
-
-impl Conn {
-    fn is_open(&self) -> bool {
-        !self.tx.is_closed()
-    }
 }
 
 /// A Thrift upstream: endpoints, their transport and protocol, and a connection each.
@@ -126,47 +111,40 @@ impl ThriftUpstream {
     }
 
     /// Sends a call; waits for the reply unless it is ONEWAY (then `Ok(None)` once written).
-    /// Dropping the future abandons the call (its reply, if any, is discarded).
+    /// Dropping the future abandons the call (its reply, if any, is discarded). A call on a
+    /// connection that dies fails with the cause (`UpstreamProtocol`).
     pub async fn call(&self, call: ThriftCall) -> Result<Option<ThriftReply>, GatewayError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
         let conn = self.connection(index).await?;
         let seq_id = conn.next_seq.fetch_add(1, Ordering::Relaxed);
         let parts = self.encode(&call, seq_id)?;
-        let reply = if call.kind == MessageType::Oneway {
+        let waiter = if call.kind == MessageType::Oneway {
             None
         } else {
-            let (tx, rx) = oneshot::channel();
-            lock(&conn.waiters).insert(seq_id, tx);
-            Some(WaiterGuard {
-                waiters: conn.waiters.clone(),
-                seq_id,
-                rx: Some(rx),
-            })
+            // Refused only if the connection died since `connection()`: nothing was sent.
+            let waiter = conn.link.wait_for(seq_id);
+            Some(waiter.map_err(|cause| self.failed(&cause).retryable())?)
         };
-        conn.tx.send(parts).await.map_err(|_| self.closed())?;
-        let Some(mut guard) = reply else {
+        if conn.tx.send(parts).await.is_err() {
+            let cause = conn.link.cause();
+            let cause = cause.as_deref().unwrap_or("connection closed");
+            return Err(self.failed(cause).retryable());
+        }
+        let Some(mut waiter) = waiter else {
             return Ok(None);
         };
-        let rx = guard.rx.take().ok_or_else(|| self.closed())?;
-        match rx.await {
-            Ok(Ok(reply)) => Ok(Some(reply)),
-            Ok(Err(why)) => Err(GatewayError::new(
-                ErrorKind::UpstreamProtocol,
-                Side::Upstream,
-                format!("upstream {}: {why}", self.name),
-            )),
-            Err(_) => Err(self.closed()),
+        match waiter.reply().await {
+            Ok(reply) => Ok(Some(reply)),
+            Err(cause) => Err(self.failed(&cause)),
         }
     }
 
-    fn closed(&self) -> GatewayError {
+    /// The error of a call whose connection died of `cause`.
+    fn failed(&self, cause: &str) -> GatewayError {
         GatewayError::new(
             ErrorKind::UpstreamProtocol,
             Side::Upstream,
-            format!(
-                "upstream {} closed the connection before replying",
-                self.name
-            ),
+            format!("upstream {}: {cause}", self.name),
         )
     }
 
@@ -200,7 +178,7 @@ impl ThriftUpstream {
                     .with_source(e)
                 })?;
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(spawn_conn(stream, self.client_type(), self.max_frame));
+        let conn = Arc::new(conn::spawn(stream, self.client_type(), self.max_frame));
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -262,24 +240,6 @@ impl ThriftUpstream {
     }
 }
 
-/// Removes a call's waiter if the caller gives up (timeout, cancellation).
-struct WaiterGuard {
-    waiters: Waiters,
-    seq_id: i32,
-    rx: Option<oneshot::Receiver<Result<ThriftReply, String>>>,
-}
-
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        lock(&self.waiters).remove(&self.seq_id);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned map only means another task panicked mid-insert; the map itself is fine.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Writes a message header (name, type, seqid) in `protocol`.
 pub fn encode_message_header(
     out: &mut BytesMut,
@@ -325,73 +285,6 @@ pub fn transcode_struct(
     let mut head = BytesMut::new();
     encode_message_header(&mut head, to, "x", MessageType::Call, 0);
     Ok(out.freeze().slice(head.len()..))
-}
-
-fn spawn_conn(stream: TcpStream, client: ClientType, max_frame: u32) -> Conn {
-    let (read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(256);
-    let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
-    tokio::spawn(async move {
-        while let Some(mut parts) = rx.recv().await {
-            if write_all_vectored(&mut write, &mut parts).await.is_err() {
-                break;
-            }
-        }
-    });
-    let reader_waiters = waiters.clone();
-    tokio::spawn(async move {
-        let mut frames = FramedRead::new(read, ThriftDecoder::for_client(client, max_frame));
-        let reason = loop {
-            match frames.next().await {
-                Some(Ok(frame)) => {
-                    if let Err(why) = deliver(frame, &reader_waiters) {
-                        break why;
-                    }
-                }
-                Some(Err(e)) => break format!("bad reply: {e}"),
-                None => break "connection closed".to_owned(),
-            }
-        };
-        // Fail every call still waiting on this connection.
-        for (_, waiter) in lock(&reader_waiters).drain() {
-            let _ = waiter.send(Err(reason.clone()));
-        }
-    });
-    Conn {
-        tx,
-        waiters,
-        next_seq: AtomicI32::new(1),
-    }
-}
-
-fn deliver(frame: Frame, waiters: &Waiters) -> Result<(), String> {
-    let (protocol, message, info) = match frame {
-        Frame::Header(h) => (h.protocol, h.payload, h.info),
-        Frame::Framed { protocol, message } | Frame::Unframed { protocol, message } => {
-            (protocol, message, Vec::new())
-        }
-        Frame::Invalid { error, .. } => return Err(format!("bad reply frame: {error}")),
-    };
-    let header = match peek_message(&message, protocol) {
-        Ok(Some(h)) => h,
-        Ok(None) => return Err("reply message is truncated".into()),
-        Err(e) => return Err(format!("bad reply message: {e}")),
-    };
-    let (seq_id, kind, body) = (header.seq_id, header.kind, header.body_offset);
-    if !matches!(kind, MessageType::Reply | MessageType::Exception) {
-        return Err("upstream sent a message that is not a reply".into());
-    }
-    let reply = ThriftReply {
-        kind,
-        protocol,
-        args: message.slice(body..),
-        info,
-    };
-    // A reply nobody waits for (caller timed out) is dropped.
-    if let Some(waiter) = lock(waiters).remove(&seq_id) {
-        let _ = waiter.send(Ok(reply));
-    }
-    Ok(())
 }
 
 /// Writes every part with vectored writes, handling partial writes.

@@ -15,6 +15,10 @@ use super::message::ProtocolId;
 use super::walk::message_len;
 use super::{ThriftError, varint};
 
+/// Most the decoder reserves ahead of the bytes buffered while a frame is still arriving. A
+/// peer that announces a large LENGTH and sends little gets a buffer sized by what it sent.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// One unit of a Thrift stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -109,7 +113,8 @@ impl Decoder for ThriftDecoder {
                     return Ok(None);
                 };
                 if src.len() < total {
-                    src.reserve(total - src.len());
+                    // Grow with the bytes that arrive, not to the LENGTH the peer announced.
+                    src.reserve((total - src.len()).min(RESERVE_AHEAD));
                     return Ok(None);
                 }
                 let frame = src.split_to(total).freeze();
@@ -289,6 +294,22 @@ mod tests {
             }
         );
         assert!(matches!(&frames[1], Frame::Header(h) if h.payload == good_call[..]));
+    }
+
+    #[test]
+    fn announced_length_reserves_no_more_than_a_chunk_ahead() {
+        // A THeader frame announcing 16,000,000 bytes, of which only the fixed part arrived.
+        let mut src = BytesMut::new();
+        src.extend_from_slice(&16_000_000u32.to_be_bytes());
+        src.extend_from_slice(&[0x0F, 0xFF, 0, 0, 0, 0, 0, 1, 0, 1]);
+        let mut d = ThriftDecoder::new(16_384_000);
+        assert_eq!(d.decode(&mut src).unwrap(), None);
+        assert_eq!(src.len(), 14);
+        assert!(
+            src.capacity() <= 2 * RESERVE_AHEAD,
+            "reserved {} bytes for 14 received",
+            src.capacity()
+        );
     }
 
     #[test]

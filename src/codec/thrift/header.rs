@@ -127,19 +127,7 @@ pub fn decode(frame: Bytes, max_frame: u32) -> Result<HeaderFrame, ThriftError> 
         2 => ProtocolId::Compact,
         other => return Err(ThriftError::UnknownProtocol(other)),
     };
-    let count = varint::read_u32(area, &mut pos, "transform count")?;
-    if count as usize > area.len() {
-        return Err(ThriftError::BadHeader(
-            "transform count larger than the header area",
-        ));
-    }
-    let mut transforms = Vec::new();
-    for _ in 0..count {
-        match varint::read_u32(area, &mut pos, "transform id")? {
-            1 => transforms.push(Transform::Zlib),
-            other => return Err(ThriftError::UnknownTransform(other)),
-        }
-    }
+    let transforms = read_transforms(area, &mut pos)?;
     let mut info = Vec::new();
     let mut persistent = Vec::new();
     while pos < area.len() {
@@ -166,6 +154,30 @@ pub fn decode(frame: Bytes, max_frame: u32) -> Result<HeaderFrame, ThriftError> 
         persistent,
         payload,
     })
+}
+
+/// Reads the transform list: a count, then that many ids. A frame may carry at most one
+/// transform (zlib): zlib inside zlib would let a frame of a few hundred bytes inflate layer
+/// after layer, each layer up to `max_frame`, so a repeat is refused before anything inflates.
+/// Unknown ids are reported first, being the more specific fault.
+fn read_transforms(area: &[u8], pos: &mut usize) -> Result<Vec<Transform>, ThriftError> {
+    let count = varint::read_u32(area, pos, "transform count")?;
+    if count as usize > area.len() {
+        return Err(ThriftError::BadHeader(
+            "transform count larger than the header area",
+        ));
+    }
+    let mut transforms = Vec::new();
+    for _ in 0..count {
+        match varint::read_u32(area, pos, "transform id")? {
+            1 => transforms.push(Transform::Zlib),
+            other => return Err(ThriftError::UnknownTransform(other)),
+        }
+    }
+    if count > 1 {
+        return Err(ThriftError::RepeatedTransform(count));
+    }
+    Ok(transforms)
 }
 
 /// Reads one info block's pairs as slices of `frame` (no copies).
@@ -207,8 +219,13 @@ fn read_string(
     Ok(s)
 }
 
+/// The first reservation for inflated bytes. The output then grows as the decoder actually
+/// produces bytes, never from a size guessed up front: invalid zlib costs at most this much.
+const INFLATE_FIRST_CHUNK: usize = 64 * 1024;
+
+/// Inflates one complete zlib stream, failing once the output passes `max_frame` bytes.
 fn inflate(data: &[u8], max_frame: u32) -> Result<Bytes, ThriftError> {
-    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(max_frame as usize));
+    let mut out = Vec::with_capacity(data.len().min(INFLATE_FIRST_CHUNK));
     let limit = u64::from(max_frame) + 1;
     flate2::read::ZlibDecoder::new(data)
         .take(limit)
@@ -454,6 +471,34 @@ mod tests {
             decode(Bytes::from(f), DEFAULT),
             Err(ThriftError::BadHeader("no 0x0FFF magic"))
         );
+    }
+
+    #[test]
+    fn at_most_one_transform() {
+        let cases: Vec<(&[u8], ThriftError)> = vec![
+            // zlib listed twice.
+            (&[0, 2, 1, 1], ThriftError::RepeatedTransform(2)),
+            // zlib three times (padded to a word).
+            (&[0, 3, 1, 1, 1, 0, 0, 0], ThriftError::RepeatedTransform(3)),
+            // An unknown id among them is named as such.
+            (&[0, 2, 1, 3], ThriftError::UnknownTransform(3)),
+        ];
+        let payload = deflate(&deflate(b"PAY"));
+        for (area, want) in cases {
+            assert_eq!(decode(raw_frame(area, &payload), DEFAULT), Err(want));
+        }
+        assert_eq!(
+            ThriftError::RepeatedTransform(2).to_string(),
+            "THeader frame lists 2 transforms; at most one (zlib) is accepted"
+        );
+        assert_eq!(
+            ThriftError::RepeatedTransform(2).reason(),
+            "repeated_transform"
+        );
+        // One zlib transform over zlib-of-zlib bytes inflates one layer, no more.
+        let d = decode(raw_frame(&[0, 1, 1, 0], &payload), DEFAULT).unwrap();
+        assert_eq!(d.transforms, vec![Transform::Zlib]);
+        assert_eq!(d.payload, deflate(b"PAY"));
     }
 
     #[test]

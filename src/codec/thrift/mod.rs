@@ -40,6 +40,10 @@ pub enum ThriftError {
     /// A transform this gateway does not implement (the client gets INVALID_TRANSFORM).
     #[error("unknown THeader transform id {0}")]
     UnknownTransform(u32),
+    /// More than one transform in one frame. A frame may carry at most one zlib transform, so
+    /// nested zlib cannot multiply what one frame inflates to (the client gets INVALID_TRANSFORM).
+    #[error("THeader frame lists {0} transforms; at most one (zlib) is accepted")]
+    RepeatedTransform(u32),
     /// A protocol id other than binary (0) or compact (2).
     #[error("unsupported THeader protocol id {0}")]
     UnknownProtocol(u32),
@@ -60,6 +64,7 @@ impl ThriftError {
             ThriftError::BadHeader(_) => "bad_header",
             ThriftError::BadVarint(_) => "bad_varint",
             ThriftError::UnknownTransform(_) => "unknown_transform",
+            ThriftError::RepeatedTransform(_) => "repeated_transform",
             ThriftError::UnknownProtocol(_) => "unknown_protocol",
             ThriftError::Inflate(_) => "inflate",
             ThriftError::BadMessage(_) => "bad_message",
