@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use tracebridge::app;
 use tracebridge::config::{
     self, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch, SamplerConfig,
     ThriftProtocol, ThriftTransport, UpstreamProtocol,
@@ -366,8 +367,13 @@ name = "edge"
 protocol = "http"
 address = "127.0.0.1:0"
 
+[[listeners]]
+name = "rpc"
+protocol = "thrift"
+address = "127.0.0.1:0"
+
 [[routes]]
-listener = "edge"
+listener = "rpc"
 upstream = "t"
 
 [[upstreams]]
@@ -402,7 +408,7 @@ endpoints = ["t.internal:9090"]
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
     assert_eq!(c.listeners[0].max_connections, 10_000);
     assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
-    assert_eq!(c.routes[0].name, "edge#0");
+    assert_eq!(c.routes[0].name, "rpc#0");
     assert_eq!(c.routes[0].matcher, RouteMatch::default());
     assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
     assert_eq!(c.routes[0].on_missing, None);
@@ -553,7 +559,7 @@ endpoints"#),
                 r#"otlp_endpoint = "http://127.0.0.1:4317""#,
                 r#"otlp_endpoint = "127.0.0.1:4317""#,
             ),
-            r#"telemetry.otlp_endpoint: "127.0.0.1:4317" does not start with http:// or https://"#
+            r#"telemetry.otlp_endpoint: "127.0.0.1:4317" does not start with http://"#
                 .into(),
         ),
         (
@@ -688,7 +694,7 @@ connect_timeout = "1.5s"
         errors(text),
         [
             r#"admin.listen: "nowhere" is not a socket address (ip:port)"#,
-            r#"telemetry.otlp_endpoint: "grpc://collector:4317" does not start with http:// or https://"#,
+            r#"telemetry.otlp_endpoint: "grpc://collector:4317" does not start with http://"#,
             "telemetry.sampler.ratio: 2.0 is outside 0.0..=1.0",
             r#"propagation.on_missing: "maybe" is not a known on_missing (known: start, reject, pass)"#,
             r#"propagation.extract[0]: "zipkin" is not a known format (known: w3c, jaeger, b3, b3multi, grpc-trace-bin, x-trace-raw)"#,
@@ -862,5 +868,224 @@ fn descriptor_set_files_must_load() {
     assert_eq!(
         c.upstreams[2].descriptor_set.as_deref(),
         Some(good.as_path())
+    );
+}
+
+/// A config `app::start` accepts: every listener → upstream pairing this build forwards
+/// (http → http, http → grpc bridged, thrift → thrift), ports 0, admin off. The endpoints are
+/// never dialled: start-up opens no upstream connection.
+const STARTABLE: &str = r#"
+[admin]
+listen = ""
+
+[[listeners]]
+name = "edge"
+protocol = "http"
+address = "127.0.0.1:0"
+
+[[listeners]]
+name = "rpc"
+protocol = "thrift"
+address = "127.0.0.1:0"
+
+[[routes]]
+listener = "edge"
+match = { path_prefix = "/users" }
+upstream = "users"
+
+[[routes]]
+listener = "edge"
+match = { path_prefix = "/v1" }
+upstream = "greeter"
+bridge = "json-grpc"
+
+[[routes]]
+listener = "rpc"
+upstream = "legacy"
+
+[[upstreams]]
+name = "users"
+protocol = "http"
+endpoints = ["127.0.0.1:9"]
+
+[[upstreams]]
+name = "greeter"
+protocol = "grpc"
+endpoints = ["127.0.0.1:9"]
+
+[[upstreams]]
+name = "legacy"
+protocol = "thrift"
+endpoints = ["127.0.0.1:9"]
+"#;
+
+/// One way `app::start` refuses a config: the TOML that says it (`check` must report
+/// exactly `check`), and the same fault put straight into a validated `Config`, bypassing
+/// validation, which `start` must refuse with a message containing `start`.
+struct Refusal {
+    what: &'static str,
+    from: &'static str,
+    to: &'static str,
+    check: &'static str,
+    inject: fn(&mut Config),
+    start: &'static str,
+}
+
+/// Every refusal `app::start` (and what it calls: `Telemetry::start`, `HttpUpstream::new`,
+/// `ThriftUpstream::new`, the routers, the bridges) can produce from a config, except binding
+/// a socket.
+fn refusals() -> Vec<Refusal> {
+    vec![
+        Refusal {
+            what: "http listener → thrift upstream",
+            from: "upstream = \"users\"",
+            to: "upstream = \"legacy\"",
+            check: r#"routes[0].upstream: HTTP listener "edge" cannot forward to thrift upstream "legacy" (HTTP → Thrift bridging is not in this build)"#,
+            inject: |c| c.routes[0].upstream = 2,
+            start: "cannot forward to thrift upstream",
+        },
+        Refusal {
+            what: "thrift listener → http upstream",
+            from: "listener = \"rpc\"\nupstream = \"legacy\"",
+            to: "listener = \"rpc\"\nupstream = \"users\"",
+            check: r#"routes[2].upstream: Thrift listener "rpc" cannot forward to http upstream "users" (Thrift → HTTP/gRPC bridging is not in this build)"#,
+            inject: |c| c.routes[2].upstream = 0,
+            start: "cannot forward to non-Thrift upstream",
+        },
+        Refusal {
+            what: "thrift listener → grpc upstream",
+            from: "listener = \"rpc\"\nupstream = \"legacy\"",
+            to: "listener = \"rpc\"\nupstream = \"greeter\"",
+            check: r#"routes[2].upstream: Thrift listener "rpc" cannot forward to grpc upstream "greeter" (Thrift → HTTP/gRPC bridging is not in this build)"#,
+            inject: |c| c.routes[2].upstream = 1,
+            start: "cannot forward to non-Thrift upstream",
+        },
+        Refusal {
+            what: "route to an undefined upstream",
+            from: "upstream = \"users\"",
+            to: "upstream = \"nobody\"",
+            check: r#"routes[0].upstream: "nobody" is not a defined upstream (defined: "users", "greeter", "legacy")"#,
+            inject: |c| c.routes[0].upstream = 99,
+            start: "cannot forward",
+        },
+        Refusal {
+            what: "http endpoint that is not host:port",
+            from: "endpoints = [\"127.0.0.1:9\"]",
+            to: "endpoints = [\"users internal:80\"]",
+            check: r#"upstreams[0].endpoints[0]: "users internal:80" is not host:port"#,
+            inject: |c| c.upstreams[0].endpoints = vec!["users internal:80".into()],
+            start: r#"upstream users: endpoint "users internal:80" is not host:port"#,
+        },
+        Refusal {
+            what: "upstream without endpoints",
+            from: "endpoints = [\"127.0.0.1:9\"]",
+            to: "endpoints = []",
+            check: "upstreams[0].endpoints: empty",
+            inject: |c| c.upstreams[0].endpoints.clear(),
+            start: "upstream users has no endpoints",
+        },
+        Refusal {
+            what: "OTLP endpoint that is not a URI",
+            from: "listen = \"\"\n",
+            to: "listen = \"\"\n[telemetry]\notlp_endpoint = \"http://collector 1:4317\"\n",
+            check: r#"telemetry.otlp_endpoint: "http://collector 1:4317" is not a valid URI: invalid uri character"#,
+            inject: |c| c.telemetry.otlp_endpoint = Some("http://collector 1:4317".into()),
+            start: "cannot build the OTLP exporter for http://collector 1:4317",
+        },
+        Refusal {
+            what: "OTLP/gRPC over TLS",
+            from: "listen = \"\"\n",
+            to: "listen = \"\"\n[telemetry]\notlp_endpoint = \"https://collector:4317\"\n",
+            check: r#"telemetry.otlp_endpoint: "https://collector:4317" needs TLS, which is not in this build (use http://)"#,
+            inject: |c| c.telemetry.otlp_endpoint = Some("https://collector:4317".into()),
+            start: "cannot build the OTLP exporter for https://collector:4317",
+        },
+        Refusal {
+            what: "OTLP/HTTP endpoint that is not a URI",
+            from: "listen = \"\"\n",
+            to: "listen = \"\"\n[telemetry]\notlp_protocol = \"http/protobuf\"\notlp_endpoint = \"http://collector:4318/a b\"\n",
+            check: r#"telemetry.otlp_endpoint: "http://collector:4318/a b" is not a valid URI: invalid uri character"#,
+            inject: |c| {
+                c.telemetry.otlp_protocol = OtlpProtocol::HttpProtobuf;
+                c.telemetry.otlp_endpoint = Some("http://collector:4318/a b".into());
+            },
+            start: "cannot build the OTLP exporter for http://collector:4318/a b",
+        },
+    ]
+}
+
+/// `check` rejects everything `start` rejects: each refusal is reported by `parse` with its
+/// key path (and nothing else), and `start` really does refuse the same fault.
+#[tokio::test]
+async fn every_start_refusal_is_a_check_error() {
+    let valid = config::parse(STARTABLE).unwrap();
+    let mut failed = Vec::new();
+    for r in refusals() {
+        assert!(
+            STARTABLE.contains(r.from),
+            "{}: STARTABLE has no {:?}",
+            r.what,
+            r.from
+        );
+        let text = STARTABLE.replacen(r.from, r.to, 1);
+        match config::parse(&text) {
+            Ok(_) => failed.push(format!("{}: check accepts it", r.what)),
+            Err(e) => {
+                let got: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+                if got != [r.check] {
+                    failed.push(format!(
+                        "{}: check says {got:?}, want [{:?}]",
+                        r.what, r.check
+                    ));
+                }
+            }
+        }
+        let mut bad = valid.clone();
+        (r.inject)(&mut bad);
+        match app::start(bad).await {
+            Ok(gw) => {
+                gw.shutdown().await;
+                failed.push(format!("{}: start accepts it", r.what));
+            }
+            Err(e) if !e.to_string().contains(r.start) => {
+                failed.push(format!("{}: start says {e}, want …{}…", r.what, r.start));
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// What is left for `start` to refuse in a validated config is binding a socket: the config
+/// that `check` accepts starts (OTLP on for both protocols too), and the same config with a
+/// listener on a taken port fails only at `bind`.
+#[tokio::test]
+async fn a_validated_config_starts_unless_a_socket_cannot_be_bound() {
+    for telemetry in [
+        "",
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:9\"\n",
+        "[telemetry]\notlp_protocol = \"http/protobuf\"\notlp_endpoint = \"http://127.0.0.1:9/\"\n",
+    ] {
+        let text = format!("{telemetry}{STARTABLE}");
+        let gw = app::start(config::parse(&text).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{telemetry:?}: {e}"));
+        assert!(gw.address("edge").is_some_and(|a| a.port() != 0));
+        assert!(gw.address("rpc").is_some_and(|a| a.port() != 0));
+        gw.shutdown().await;
+    }
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = STARTABLE.replacen(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let cfg = config::parse(&text).unwrap();
+    let e = app::start(cfg).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("listener edge: cannot bind 127.0.0.1:{port}")),
+        "{e}"
     );
 }

@@ -224,22 +224,6 @@ fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             .required("telemetry.service_name", Some(name))
             .unwrap_or(DEFAULT_SERVICE_NAME),
     };
-    if let Some(endpoint) = raw.otlp_endpoint.as_deref() {
-        let rest = endpoint
-            .strip_prefix("http://")
-            .or_else(|| endpoint.strip_prefix("https://"));
-        match rest {
-            None => errs.push(
-                "telemetry.otlp_endpoint",
-                format!("{} does not start with http:// or https://", q(endpoint)),
-            ),
-            Some("") => errs.push(
-                "telemetry.otlp_endpoint",
-                format!("{} has no host", q(endpoint)),
-            ),
-            Some(_) => {}
-        }
-    }
     let otlp_protocol = raw
         .otlp_protocol
         .as_deref()
@@ -253,6 +237,9 @@ fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             )
         })
         .unwrap_or(OtlpProtocol::Grpc);
+    if let Some(endpoint) = raw.otlp_endpoint.as_deref() {
+        otlp_endpoint(errs, endpoint, otlp_protocol);
+    }
     let mut ratio = DEFAULT_RATIO;
     if let Some(sampler) = &raw.sampler {
         if let Some(kind) = sampler.kind.as_deref() {
@@ -288,6 +275,42 @@ fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             1,
         ),
         log_spans: raw.log_spans.unwrap_or(false),
+    }
+}
+
+/// `otlp_endpoint`: what the OTLP exporter builder accepts at start-up (a URI; for
+/// `http/protobuf` also with `/v1/traces` appended), with plain `http://`: this build has no
+/// TLS (gRPC refuses `https://` at start-up, OTLP/HTTP would fail every export).
+fn otlp_endpoint(errs: &mut Errors, endpoint: &str, protocol: OtlpProtocol) {
+    const PATH: &str = "telemetry.otlp_endpoint";
+    if endpoint.starts_with("https://") {
+        errs.push(
+            PATH,
+            format!(
+                "{} needs TLS, which is not in this build (use http://)",
+                q(endpoint)
+            ),
+        );
+        return;
+    }
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        errs.push(PATH, format!("{} does not start with http://", q(endpoint)));
+        return;
+    };
+    if rest.is_empty() {
+        errs.push(PATH, format!("{} has no host", q(endpoint)));
+        return;
+    }
+    // The exporter parses exactly these (telemetry::spans::build_exporter).
+    let mut uris = vec![endpoint.to_owned()];
+    if protocol == OtlpProtocol::HttpProtobuf && !endpoint.ends_with("/v1/traces") {
+        uris.push(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+    }
+    for uri in uris {
+        if let Err(e) = uri.parse::<http::Uri>() {
+            errs.push(PATH, format!("{} is not a valid URI: {e}", q(&uri)));
+            return;
+        }
     }
 }
 
@@ -492,6 +515,7 @@ fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
                 ON_MISSING,
             )
         });
+        route_target(errs, &at, listener, upstream, raw);
         let bridge = route_bridge(errs, &at, r.bridge.as_deref(), listener, upstream, raw);
         if let (Some(name), Some((listener, _)), Some(upstream)) = (name, listener, upstream) {
             out.push(RouteConfig {
@@ -506,6 +530,48 @@ fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
         }
     }
     out
+}
+
+/// `upstream`: a protocol the route's listener can forward to without a bridge this build
+/// lacks: http listeners reach http, h2c and grpc upstreams; thrift listeners thrift ones.
+fn route_target(
+    errs: &mut Errors,
+    at: &str,
+    listener: Option<(&str, Option<ListenerProtocol>)>,
+    upstream: Option<usize>,
+    raw: &RawConfig,
+) {
+    let Some((listener, Some(from))) = listener else {
+        return;
+    };
+    let Some(u) = upstream.and_then(|i| raw.upstreams.get(i)) else {
+        return;
+    };
+    // An unknown protocol is reported with the upstream.
+    let Some((given, to)) = u.protocol.as_deref().and_then(|p| {
+        UPSTREAM_PROTOCOLS
+            .iter()
+            .find(|(n, _)| *n == p)
+            .map(|(n, v)| (*n, *v))
+    }) else {
+        return;
+    };
+    let name = q(u.name.as_deref().unwrap_or_default());
+    let why = match (from, to) {
+        (ListenerProtocol::Http, UpstreamProtocol::Thrift) => format!(
+            "HTTP listener {} cannot forward to thrift upstream {name} (HTTP → Thrift bridging is not in this build)",
+            q(listener)
+        ),
+        (
+            ListenerProtocol::Thrift,
+            UpstreamProtocol::Http | UpstreamProtocol::H2c | UpstreamProtocol::Grpc,
+        ) => format!(
+            "Thrift listener {} cannot forward to {given} upstream {name} (Thrift → HTTP/gRPC bridging is not in this build)",
+            q(listener)
+        ),
+        _ => return,
+    };
+    errs.push(format!("{at}.upstream"), why);
 }
 
 /// `bridge`: a known kind, on an http listener, towards a grpc upstream.
@@ -868,8 +934,14 @@ fn endpoints(errs: &mut Errors, at: &str, raw: Option<&[String]>) -> Vec<String>
     Vec::new()
 }
 
-/// `host:port` with a DNS name or IPv4 host, or `[ipv6]:port`; port 1..=65535.
+/// `host:port` with a DNS name or IPv4 host, or `[ipv6]:port`; port 1..=65535. Also what the
+/// HTTP upstream pool parses an endpoint as (`http::uri::Authority`), so start-up cannot
+/// refuse an endpoint that passed here.
 fn is_host_port(text: &str) -> bool {
+    is_plain_host_port(text) && text.parse::<http::uri::Authority>().is_ok()
+}
+
+fn is_plain_host_port(text: &str) -> bool {
     let (host_ok, port) = if let Some(rest) = text.strip_prefix('[') {
         match rest.split_once("]:") {
             Some((host, port)) => (host.parse::<Ipv6Addr>().is_ok(), port),
@@ -955,10 +1027,8 @@ endpoints = ["127.0.0.1:9191"]
 
     #[test]
     fn thrift_upstream_defaults_to_header_binary() {
-        let text = MINIMAL.replace(
-            "protocol = \"http\"\nendpoints",
-            "protocol = \"thrift\"\nendpoints",
-        );
+        // Both sides thrift: an http listener cannot forward to a thrift upstream.
+        let text = MINIMAL.replace("protocol = \"http\"", "protocol = \"thrift\"");
         let c = parse(&text).unwrap();
         assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::Thrift);
         assert_eq!(c.upstreams[0].transport, Some(ThriftTransport::Header));
