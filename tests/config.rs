@@ -969,6 +969,30 @@ fn refusals() -> Vec<Refusal> {
             start: "cannot forward",
         },
         Refusal {
+            what: "json-grpc bridge towards an http upstream",
+            from: "upstream = \"greeter\"",
+            to: "upstream = \"users\"",
+            check: r#"routes[1].bridge: "json-grpc" needs a grpc upstream ("users" has protocol "http")"#,
+            inject: |c| c.routes[1].upstream = 0,
+            start: r#"upstream "users" carries no json-grpc bridge"#,
+        },
+        Refusal {
+            what: "descriptor set that cannot be read",
+            from: "protocol = \"grpc\"\n",
+            to: "protocol = \"grpc\"\ndescriptor_set = \"/nonexistent/greeter.binpb\"\n",
+            check: "upstreams[1].descriptor_set: cannot read /nonexistent/greeter.binpb: No such file or directory (os error 2)",
+            inject: |c| c.upstreams[1].json_grpc = None,
+            start: r#"upstream "greeter" carries no json-grpc bridge"#,
+        },
+        Refusal {
+            what: "service the descriptor set lacks",
+            from: "protocol = \"grpc\"\n",
+            to: "protocol = \"grpc\"\nservices = [\"shop.v1.Orders\"]\n",
+            check: r#"upstreams[1].services[0]: "shop.v1.Orders" is not a service of the descriptor set (services: tracebridge.demo.v1.Greeter)"#,
+            inject: |c| c.upstreams[1].json_grpc = None,
+            start: r#"upstream "greeter" carries no json-grpc bridge"#,
+        },
+        Refusal {
             what: "http endpoint that is not host:port",
             from: "endpoints = [\"127.0.0.1:9\"]",
             to: "endpoints = [\"users internal:80\"]",
@@ -1088,4 +1112,62 @@ async fn a_validated_config_starts_unless_a_socket_cannot_be_bound() {
         e.contains(&format!("listener edge: cannot bind 127.0.0.1:{port}")),
         "{e}"
     );
+}
+
+/// The JSON → gRPC bridge is built while validating and carried in the config: for a grpc
+/// upstream that a bridged route targets (built-in set by default) or that names a
+/// descriptor set or services; `start` uses the carried one and reads no file again.
+#[tokio::test]
+async fn bridges_are_built_once_and_carried_in_the_config() {
+    let c = config::parse(STARTABLE).unwrap();
+    let carried: Vec<_> = c.upstreams.iter().map(|u| u.json_grpc.is_some()).collect();
+    assert_eq!(
+        carried,
+        [false, true, false],
+        "users, greeter (bridged), legacy"
+    );
+    let greeter = c.upstreams[1].json_grpc.as_ref().unwrap();
+    assert!(
+        greeter
+            .bridge()
+            .services()
+            .contains(&"tracebridge.demo.v1.Greeter".to_owned()),
+        "{greeter:?}"
+    );
+    // Equality is identity: a clone shares the bridge, a second load builds its own.
+    assert_eq!(c.clone(), c);
+    assert_ne!(config::parse(STARTABLE).unwrap(), c);
+
+    // Not bridged, no keys: nothing built. Not bridged, with a services list: built (and checked).
+    let unbridged = STARTABLE.replacen("bridge = \"json-grpc\"\n", "", 1);
+    assert_eq!(
+        config::parse(&unbridged).unwrap().upstreams[1].json_grpc,
+        None
+    );
+    let listed = unbridged.replacen(
+        "protocol = \"grpc\"\n",
+        "protocol = \"grpc\"\nservices = [\"tracebridge.demo.v1.Greeter\"]\n",
+        1,
+    );
+    let c = config::parse(&listed).unwrap();
+    let built = c.upstreams[1].json_grpc.as_ref().unwrap();
+    assert_eq!(built.bridge().services(), ["tracebridge.demo.v1.Greeter"]);
+
+    // A descriptor set file is read by load, not by start: start succeeds after it is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("greeter.binpb");
+    std::fs::write(&set, tracebridge::bridge::descriptors::BUILTIN).unwrap();
+    let file = dir.path().join("gw.toml");
+    let text = STARTABLE.replacen(
+        "protocol = \"grpc\"\n",
+        "protocol = \"grpc\"\ndescriptor_set = \"greeter.binpb\"\n",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let c = config::load(&file).unwrap();
+    assert!(c.upstreams[1].json_grpc.is_some());
+    std::fs::remove_file(&set).unwrap();
+    assert!(config::load(&file).is_err(), "the set is really gone");
+    let gw = app::start(c).await.unwrap();
+    gw.shutdown().await;
 }

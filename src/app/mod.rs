@@ -7,7 +7,6 @@
 pub mod demo;
 mod demo_grpc;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,7 +235,6 @@ fn http_router(
     upstreams: &[Upstream],
 ) -> Result<Router<Arc<HttpRoute>>, GatewayError> {
     let mut routes = Vec::new();
-    let mut bridges = HashMap::new();
     for route in config.routes.iter().filter(|r| r.listener == listener.name) {
         let Some(Upstream::Http(upstream)) = upstreams.get(route.upstream) else {
             let name = config
@@ -249,9 +247,7 @@ fn http_router(
             )));
         };
         let bridge = match route.bridge {
-            Some(BridgeKind::JsonGrpc) => {
-                Some(json_grpc_bridge(config, route.upstream, &mut bridges)?)
-            }
+            Some(BridgeKind::JsonGrpc) => Some(json_grpc_bridge(config, route.upstream)?),
             None => None,
         };
         let target = HttpRoute {
@@ -267,24 +263,19 @@ fn http_router(
     Ok(Router::new(routes))
 }
 
-/// The JSON → gRPC bridge of upstream `index`, built once per listener and shared by its
-/// bridged routes.
-fn json_grpc_bridge(
-    config: &Config,
-    index: usize,
-    bridges: &mut HashMap<usize, Arc<JsonGrpcBridge>>,
-) -> Result<Arc<JsonGrpcBridge>, GatewayError> {
-    if let Some(b) = bridges.get(&index) {
-        return Ok(b.clone());
-    }
-    let Some(u) = config.upstreams.get(index) else {
-        return Err(config_error(format!("no upstream #{index}")));
-    };
-    let bridge = JsonGrpcBridge::load(u.descriptor_set.as_deref(), &u.services)
-        .map_err(|e| config_error(format!("upstream {}: json-grpc bridge: {e}", u.name)))?;
-    let bridge = Arc::new(bridge);
-    bridges.insert(index, bridge.clone());
-    Ok(bridge)
+/// The JSON → gRPC bridge of upstream `index`: built once by config validation and carried
+/// in the config, shared by every route that bridges to it.
+fn json_grpc_bridge(config: &Config, index: usize) -> Result<Arc<JsonGrpcBridge>, GatewayError> {
+    let upstream = config.upstreams.get(index);
+    upstream
+        .and_then(|u| u.json_grpc.as_ref())
+        .map(|b| b.bridge().clone())
+        .ok_or_else(|| {
+            let name = upstream.map_or("?", |u| u.name.as_str());
+            config_error(format!(
+                "upstream {name:?} carries no json-grpc bridge (the config did not come from config::parse or config::load)"
+            ))
+        })
 }
 
 async fn bind(name: &str, address: SocketAddr) -> Result<TcpListener, GatewayError> {

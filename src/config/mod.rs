@@ -12,8 +12,10 @@ pub use duration::parse_duration;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bridge::JsonGrpcBridge;
 use crate::trace::Format;
 
 /// A validated gateway configuration.
@@ -200,6 +202,48 @@ pub struct UpstreamConfig {
     pub descriptor_set: Option<PathBuf>,
     /// gRPC upstreams: the services bridged routes may call; empty: every service in the set.
     pub services: Vec<String>,
+    /// gRPC upstreams: the JSON → gRPC bridge, built once while validating (so `check` finds
+    /// what start-up would, and start-up does not load the set again). `Some` when the
+    /// upstream sets `descriptor_set` or `services`, or a `bridge = "json-grpc"` route targets
+    /// it (then from the built-in set by default); `None` otherwise and for other protocols.
+    pub json_grpc: Option<SharedJsonGrpcBridge>,
+}
+
+/// A built [`JsonGrpcBridge`], shared by every route that bridges to its upstream and by
+/// every clone of the [`Config`] that carries it.
+///
+/// Two values are equal only when they are the same built bridge (clones of one load): a
+/// bridge has no cheap structural equality, and comparing by source path would call two
+/// loads equal after the descriptor set file changed. So two loads of one file compare
+/// unequal when they carry a bridge, a conservative "changed".
+#[derive(Clone)]
+pub struct SharedJsonGrpcBridge(Arc<JsonGrpcBridge>);
+
+impl SharedJsonGrpcBridge {
+    /// Wraps a built bridge.
+    pub fn new(bridge: JsonGrpcBridge) -> Self {
+        SharedJsonGrpcBridge(Arc::new(bridge))
+    }
+
+    /// The bridge, to hand to the routes that use it.
+    pub fn bridge(&self) -> &Arc<JsonGrpcBridge> {
+        &self.0
+    }
+}
+
+impl PartialEq for SharedJsonGrpcBridge {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for SharedJsonGrpcBridge {
+    // The bridge's own Debug prints every descriptor; its services say which one it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonGrpcBridge")
+            .field("services", &self.0.services())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Upstream protocol.

@@ -18,8 +18,8 @@ use super::raw::{
 use super::{
     AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerProtocol,
     OnMissing, OtlpProtocol, PropagationConfig, RouteConfig, RouteMatch, SamplerConfig,
-    ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamConfig,
-    UpstreamProtocol,
+    SharedJsonGrpcBridge, ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport,
+    UpstreamConfig, UpstreamProtocol,
 };
 use crate::bridge::{BuildError, JsonGrpcBridge};
 use crate::trace::Format;
@@ -92,7 +92,12 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
     };
     let listeners = listeners(&mut errs, &raw.listeners, admin.listen);
     let routes = routes(&mut errs, &raw);
-    let upstreams = upstreams(&mut errs, &raw.upstreams, base);
+    let bridged: Vec<usize> = routes
+        .iter()
+        .filter(|r| r.bridge.is_some())
+        .map(|r| r.upstream)
+        .collect();
+    let upstreams = upstreams(&mut errs, &raw.upstreams, base, &bridged);
     if !errs.0.is_empty() {
         return Err(ConfigErrors { errors: errs.0 });
     }
@@ -738,7 +743,13 @@ fn headers(errs: &mut Errors, at: &str, raw: &BTreeMap<String, String>) -> Vec<(
     out
 }
 
-fn upstreams(errs: &mut Errors, raw: &[RawUpstream], base: Option<&Path>) -> Vec<UpstreamConfig> {
+/// `bridged`: indices of the upstreams a `bridge` route targets.
+fn upstreams(
+    errs: &mut Errors,
+    raw: &[RawUpstream],
+    base: Option<&Path>,
+    bridged: &[usize],
+) -> Vec<UpstreamConfig> {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, u) in raw.iter().enumerate() {
@@ -766,7 +777,7 @@ fn upstreams(errs: &mut Errors, raw: &[RawUpstream], base: Option<&Path>) -> Vec
                 )
             });
         let (transport, thrift_protocol) = thrift_options(errs, &at, u, protocol);
-        let (descriptor_set, services) = bridge_options(errs, &at, u, protocol, base);
+        let bridge = bridge_options(errs, &at, u, protocol, base, bridged.contains(&i));
         let endpoints = endpoints(errs, &at, u.endpoints.as_deref());
         let connect_timeout = duration(
             errs,
@@ -791,8 +802,9 @@ fn upstreams(errs: &mut Errors, raw: &[RawUpstream], base: Option<&Path>) -> Vec
                 endpoints,
                 connect_timeout,
                 pool_idle_per_endpoint,
-                descriptor_set,
-                services,
+                descriptor_set: bridge.descriptor_set,
+                services: bridge.services,
+                json_grpc: bridge.json_grpc,
             });
         }
     }
@@ -850,16 +862,26 @@ fn thrift_options(
     }
 }
 
-/// `descriptor_set` and `services`: gRPC upstreams only; the set must load and name the
-/// services (and its `google.api.http` rules must be valid), so `tracebridge check` finds
-/// what start-up would.
+/// An upstream's bridge keys, and the bridge built from them.
+#[derive(Default)]
+struct BridgeOptions {
+    descriptor_set: Option<PathBuf>,
+    services: Vec<String>,
+    json_grpc: Option<SharedJsonGrpcBridge>,
+}
+
+/// `descriptor_set` and `services`: gRPC upstreams only. When either is given, or a bridged
+/// route targets the upstream (`bridged`), the bridge is built here — the set must load,
+/// name the services and carry valid `google.api.http` rules — and kept for start-up, so
+/// `tracebridge check` finds what start-up would and the set is loaded once.
 fn bridge_options(
     errs: &mut Errors,
     at: &str,
     u: &RawUpstream,
     protocol: Option<UpstreamProtocol>,
     base: Option<&Path>,
-) -> (Option<PathBuf>, Vec<String>) {
+    bridged: bool,
+) -> BridgeOptions {
     let set_path = format!("{at}.descriptor_set");
     let services_path = format!("{at}.services");
     let services = u.services.clone().unwrap_or_default();
@@ -882,14 +904,17 @@ fn bridge_options(
                     format!("only for grpc upstreams (protocol is {given})"),
                 );
             }
-            return (None, Vec::new());
+            return BridgeOptions::default();
         }
-        None => return (None, Vec::new()),
+        None => return BridgeOptions::default(),
     }
     let descriptor_set = match u.descriptor_set.as_deref() {
         Some("") => {
             errs.push(&set_path, "empty");
-            return (None, services);
+            return BridgeOptions {
+                services,
+                ..BridgeOptions::default()
+            };
         }
         Some(p) => Some(match base {
             Some(dir) if Path::new(p).is_relative() => dir.join(p),
@@ -897,21 +922,26 @@ fn bridge_options(
         }),
         None => None,
     };
-    if descriptor_set.is_none() && u.services.is_none() {
-        return (None, services);
+    let mut options = BridgeOptions {
+        descriptor_set,
+        services,
+        json_grpc: None,
+    };
+    if !bridged && options.descriptor_set.is_none() && u.services.is_none() {
+        return options;
     }
-    if let Some(i) = services.iter().position(String::is_empty) {
+    if let Some(i) = options.services.iter().position(String::is_empty) {
         errs.push(format!("{services_path}[{i}]"), "empty");
-        return (descriptor_set, services);
+        return options;
     }
-    match JsonGrpcBridge::load(descriptor_set.as_deref(), &services) {
-        Ok(_) => {}
+    match JsonGrpcBridge::load(options.descriptor_set.as_deref(), &options.services) {
+        Ok(bridge) => options.json_grpc = Some(SharedJsonGrpcBridge::new(bridge)),
         Err(BuildError::DescriptorSet(e)) | Err(BuildError::Rule(e)) => errs.push(set_path, e),
         Err(BuildError::Service { index, message }) => {
             errs.push(format!("{services_path}[{index}]"), message)
         }
     }
-    (descriptor_set, services)
+    options
 }
 
 fn endpoints(errs: &mut Errors, at: &str, raw: Option<&[String]>) -> Vec<String> {
