@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tracebridge::app;
 use tracebridge::config::{
-    self, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch, SamplerConfig,
-    ThriftProtocol, ThriftTransport, UpstreamProtocol,
+    self, AccessLog, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch,
+    SamplerConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
 use tracebridge::trace::Format;
 
@@ -33,6 +33,9 @@ on_missing = "start"
 
 [shutdown]
 drain_timeout = "10s"
+
+[log]
+access = "off"
 
 [[listeners]]
 name = "edge"
@@ -123,6 +126,7 @@ fn example_loads_with_every_value() {
     assert_eq!(p.inject, [Format::W3c, Format::B3Multi]);
     assert_eq!(p.on_missing, OnMissing::Start);
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log.access, AccessLog::Json);
 
     let l: Vec<_> = c
         .listeners
@@ -327,6 +331,8 @@ fn example_uses_every_key() {
         "on_missing =",
         "[shutdown]",
         "drain_timeout =",
+        "[log]",
+        "access =",
         "[[listeners]]",
         "name =",
         "protocol =",
@@ -406,6 +412,7 @@ endpoints = ["t.internal:9090"]
     assert_eq!(c.propagation.inject, [Format::W3c]);
     assert_eq!(c.propagation.on_missing, OnMissing::Start);
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log.access, AccessLog::Off);
     assert_eq!(c.listeners[0].max_connections, 10_000);
     assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
     assert_eq!(c.routes[0].name, "rpc#0");
@@ -612,6 +619,14 @@ endpoints"#),
             edited(r#"match = { path_prefix = "/users" }"#, r#"match = { path_prefix = "users" }"#),
             r#"routes[0].match.path_prefix: "users" does not start with "/""#.into(),
         ),
+        (
+            edited(r#"access = "off""#, r#"access = "text""#),
+            r#"log.access: "text" is not a known access log (known: off, json)"#.into(),
+        ),
+        (
+            edited(r#"access = "off""#, "access = \"off\"\nerror = \"json\""),
+            "log.error: unknown field `error`, expected `access`".into(),
+        ),
     ];
     let mut failed = Vec::new();
     for (text, want) in &cases {
@@ -621,7 +636,7 @@ endpoints"#),
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
-    assert_eq!(cases.len(), 36);
+    assert_eq!(cases.len(), 38);
 }
 
 #[test]

@@ -29,6 +29,8 @@ pub struct Config {
     pub propagation: PropagationConfig,
     /// Drain behaviour on SIGTERM/SIGINT.
     pub shutdown: ShutdownConfig,
+    /// Logs written beside the data path.
+    pub log: LogConfig,
     /// Downstream-facing listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Routes, in match order (first match wins within a listener).
@@ -108,6 +110,23 @@ pub enum OnMissing {
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT; default 30s.
     pub drain_timeout: Duration,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LogConfig {
+    /// The access log: one record per finished downstream request; default off.
+    pub access: AccessLog,
+}
+
+/// `[log] access`: whether and how the access log is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLog {
+    /// `off`: no access log.
+    #[default]
+    Off,
+    /// `json`: one JSON object per line.
+    Json,
 }
 
 /// `[[listeners]]`

@@ -3,7 +3,7 @@
 //! Second stage of `config`: nothing here stops at the first problem. Each check pushes a
 //! [`ConfigError`] (`routes[0].upstream: "userz" is not a defined upstream ...`) and goes on
 //! with a stand-in value; the typed [`Config`] is returned only when no check failed.
-//! Errors come in section order: admin, telemetry, propagation, shutdown, listeners,
+//! Errors come in section order: admin, telemetry, propagation, shutdown, log, listeners,
 //! routes, upstreams.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,10 +16,10 @@ use super::raw::{
     RawAdmin, RawConfig, RawListener, RawMatch, RawPropagation, RawTelemetry, RawUpstream,
 };
 use super::{
-    AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerProtocol,
-    OnMissing, OtlpProtocol, PropagationConfig, RouteConfig, RouteMatch, SamplerConfig,
-    SharedJsonGrpcBridge, ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport,
-    UpstreamConfig, UpstreamProtocol,
+    AccessLog, AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig,
+    ListenerProtocol, LogConfig, OnMissing, OtlpProtocol, PropagationConfig, RouteConfig,
+    RouteMatch, SamplerConfig, SharedJsonGrpcBridge, ShutdownConfig, TelemetryConfig,
+    ThriftProtocol, ThriftTransport, UpstreamConfig, UpstreamProtocol,
 };
 use crate::bridge::{BuildError, JsonGrpcBridge};
 use crate::trace::Format;
@@ -53,6 +53,7 @@ const ON_MISSING: &[(&str, OnMissing)] = &[
     ("reject", OnMissing::Reject),
     ("pass", OnMissing::Pass),
 ];
+const ACCESS_LOGS: &[(&str, AccessLog)] = &[("off", AccessLog::Off), ("json", AccessLog::Json)];
 const BRIDGES: &[(&str, BridgeKind)] = &[("json-grpc", BridgeKind::JsonGrpc)];
 const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
     ("http", ListenerProtocol::Http),
@@ -90,6 +91,14 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
             false,
         ),
     };
+    let log = LogConfig {
+        access: raw
+            .log
+            .access
+            .as_deref()
+            .and_then(|v| choice(&mut errs, "log.access", v, "access log", ACCESS_LOGS))
+            .unwrap_or_default(),
+    };
     let listeners = listeners(&mut errs, &raw.listeners, admin.listen);
     let routes = routes(&mut errs, &raw);
     let bridged: Vec<usize> = routes
@@ -106,6 +115,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         telemetry,
         propagation,
         shutdown,
+        log,
         listeners,
         routes,
         upstreams,
@@ -1041,6 +1051,7 @@ endpoints = ["127.0.0.1:9191"]
         assert_eq!(c.propagation.inject, vec![Format::W3c]);
         assert_eq!(c.propagation.on_missing, OnMissing::Start);
         assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.log.access, AccessLog::Off);
         assert_eq!(c.listeners[0].max_connections, 10_000);
         assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
         let route = &c.routes[0];
