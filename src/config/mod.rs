@@ -3,15 +3,20 @@
 //! Every error names its key path and bad value (`routes[2].upstream: "users" is not a
 //! defined upstream`); [`parse`] reports every error in one pass. Stages receive their own
 //! slice of the config, never the whole.
+//!
+//! [`watch()`] re-loads the file after it changes (and [`reload_now`] on SIGHUP), through the
+//! same [`load`] that `tracebridge check` uses.
 
 mod duration;
 mod raw;
 mod validate;
+pub mod watch;
 
 pub use duration::parse_duration;
+pub use watch::{ConfigWatch, WatchError, reload_now, watch};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -324,14 +329,34 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 
 /// Reads, parses and validates a config file. Relative file paths in it (`descriptor_set`)
 /// are taken from the file's directory.
-pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    from_bytes(path, &read(path)?)
+}
+
+/// The bytes of a config file; the error is the one [`load`] reports.
+fn read(path: &Path) -> Result<Vec<u8>, ConfigErrors> {
+    std::fs::read(path).map_err(|e| unreadable(path, &e))
+}
+
+/// Parses and validates the bytes read from `path`: the rest of [`load`].
+fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        );
+        unreadable(path, &e)
+    })?;
+    validate::validate(raw::parse(text)?, path.parent())
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> ConfigErrors {
+    ConfigErrors {
         errors: vec![ConfigError {
             path: String::new(),
             message: format!("cannot read {}: {e}", path.display()),
         }],
-    })?;
-    validate::validate(raw::parse(&text)?, path.parent())
+    }
 }
 
 /// The path of a config file given on the command line.
