@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tracebridge::app;
 use tracebridge::config::{
-    self, AccessLog, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch,
-    SamplerConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
+    self, AccessLogFormat, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol,
+    RouteMatch, SamplerConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
 use tracebridge::trace::Format;
 
@@ -126,7 +126,7 @@ fn example_loads_with_every_value() {
     assert_eq!(p.inject, [Format::W3c, Format::B3Multi]);
     assert_eq!(p.on_missing, OnMissing::Start);
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
-    assert_eq!(c.log.access, AccessLog::Json);
+    assert_eq!(c.log.access, AccessLogFormat::Json);
 
     let l: Vec<_> = c
         .listeners
@@ -412,7 +412,7 @@ endpoints = ["t.internal:9090"]
     assert_eq!(c.propagation.inject, [Format::W3c]);
     assert_eq!(c.propagation.on_missing, OnMissing::Start);
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
-    assert_eq!(c.log.access, AccessLog::Off);
+    assert_eq!(c.log.access, AccessLogFormat::Off);
     assert_eq!(c.listeners[0].max_connections, 10_000);
     assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
     assert_eq!(c.routes[0].name, "rpc#0");

@@ -34,14 +34,31 @@ pub struct Config {
     pub propagation: PropagationConfig,
     /// Drain behaviour on SIGTERM/SIGINT.
     pub shutdown: ShutdownConfig,
-    /// Logs written beside the data path.
-    pub log: LogConfig,
     /// Downstream-facing listeners.
     pub listeners: Vec<ListenerConfig>,
     /// Routes, in match order (first match wins within a listener).
     pub routes: Vec<RouteConfig>,
     /// Upstream services.
     pub upstreams: Vec<UpstreamConfig>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// The access log: one JSON line per call on standard output; default off.
+    pub access: AccessLogFormat,
+}
+
+/// `[log] access`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// No access log.
+    #[default]
+    Off,
+    /// One JSON line per call.
+    Json,
 }
 
 /// `[admin]`
@@ -115,23 +132,6 @@ pub enum OnMissing {
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT; default 30s.
     pub drain_timeout: Duration,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct LogConfig {
-    /// The access log: one record per finished downstream request; default off.
-    pub access: AccessLog,
-}
-
-/// `[log] access`: whether and how the access log is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AccessLog {
-    /// `off`: no access log.
-    #[default]
-    Off,
-    /// `json`: one JSON object per line.
-    Json,
 }
 
 /// `[[listeners]]`

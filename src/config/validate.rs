@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::duration::parse_duration;
 use super::raw::{RawAdmin, RawConfig, RawListener, RawPropagation, RawTelemetry};
 use super::{
-    AccessLog, AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig,
+    AccessLogFormat, AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig,
     ListenerProtocol, LogConfig, OnMissing, OtlpProtocol, PropagationConfig, SamplerConfig,
     ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
@@ -58,7 +58,10 @@ const ON_MISSING: &[(&str, OnMissing)] = &[
     ("reject", OnMissing::Reject),
     ("pass", OnMissing::Pass),
 ];
-const ACCESS_LOGS: &[(&str, AccessLog)] = &[("off", AccessLog::Off), ("json", AccessLog::Json)];
+const ACCESS_LOGS: &[(&str, AccessLogFormat)] = &[
+    ("off", AccessLogFormat::Off),
+    ("json", AccessLogFormat::Json),
+];
 const BRIDGES: &[(&str, BridgeKind)] = &[("json-grpc", BridgeKind::JsonGrpc)];
 const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
     ("http", ListenerProtocol::Http),
@@ -120,10 +123,10 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         telemetry,
         propagation,
         shutdown,
-        log,
         listeners,
         routes,
         upstreams,
+        log,
     })
 }
 
@@ -513,7 +516,7 @@ endpoints = ["127.0.0.1:9191"]
         assert_eq!(c.propagation.inject, vec![Format::W3c]);
         assert_eq!(c.propagation.on_missing, OnMissing::Start);
         assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
-        assert_eq!(c.log.access, AccessLog::Off);
+        assert_eq!(c.log.access, AccessLogFormat::Off);
         assert_eq!(c.listeners[0].max_connections, 10_000);
         assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
         let route = &c.routes[0];
