@@ -15,12 +15,14 @@ pub mod watch;
 pub use duration::parse_duration;
 pub use watch::{ConfigWatch, WatchError, reload_now, watch};
 
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bridge::JsonGrpcBridge;
+use crate::bridge::descriptors::{builtin, decode};
+use crate::bridge::{BuildError, JsonGrpcBridge};
 use crate::trace::Format;
 
 /// A validated gateway configuration.
@@ -236,28 +238,52 @@ pub struct UpstreamConfig {
 /// A built [`JsonGrpcBridge`], shared by every route that bridges to its upstream and by
 /// every clone of the [`Config`] that carries it.
 ///
-/// Two values are equal only when they are the same built bridge (clones of one load): a
-/// bridge has no cheap structural equality, and comparing by source path would call two
-/// loads equal after the descriptor set file changed. So two loads of one file compare
-/// unequal when they carry a bridge, a conservative "changed".
+/// Two are equal when built from the same inputs: the same descriptor set bytes (compared by
+/// a 64-bit SipHash digest taken when the file was read; or both the built-in set) and the
+/// same services. So a reload of an unchanged file compares equal (an upstream pool keyed by
+/// its config survives it), and one whose descriptor set changed does not, even at the same
+/// path.
 #[derive(Clone)]
-pub struct SharedJsonGrpcBridge(Arc<JsonGrpcBridge>);
+pub struct SharedJsonGrpcBridge {
+    bridge: Arc<JsonGrpcBridge>,
+    /// Digest of the descriptor set's bytes; `None`: the built-in set.
+    set_digest: Option<u64>,
+}
 
 impl SharedJsonGrpcBridge {
-    /// Wraps a built bridge.
-    pub fn new(bridge: JsonGrpcBridge) -> Self {
-        SharedJsonGrpcBridge(Arc::new(bridge))
+    /// Reads the descriptor set once (`None`: the built-in one) and builds the bridge for
+    /// `services` (empty: every service in the set), as [`JsonGrpcBridge::load`] does.
+    pub fn load(descriptor_set: Option<&Path>, services: &[String]) -> Result<Self, BuildError> {
+        let (pool, set_digest) = match descriptor_set {
+            None => (builtin().map_err(BuildError::DescriptorSet)?, None),
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    BuildError::DescriptorSet(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let pool = decode(&bytes)
+                    .map_err(|e| BuildError::DescriptorSet(format!("{}: {e}", path.display())))?;
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                (pool, Some(hasher.finish()))
+            }
+        };
+        Ok(SharedJsonGrpcBridge {
+            bridge: Arc::new(JsonGrpcBridge::new(&pool, services)?),
+            set_digest,
+        })
     }
 
     /// The bridge, to hand to the routes that use it.
     pub fn bridge(&self) -> &Arc<JsonGrpcBridge> {
-        &self.0
+        &self.bridge
     }
 }
 
 impl PartialEq for SharedJsonGrpcBridge {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.bridge, &other.bridge)
+            || (self.set_digest == other.set_digest
+                && self.bridge.services() == other.bridge.services())
     }
 }
 
@@ -265,7 +291,8 @@ impl std::fmt::Debug for SharedJsonGrpcBridge {
     // The bridge's own Debug prints every descriptor; its services say which one it is.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonGrpcBridge")
-            .field("services", &self.0.services())
+            .field("services", &self.bridge.services())
+            .field("set_digest", &self.set_digest)
             .finish_non_exhaustive()
     }
 }

@@ -9,7 +9,7 @@ use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE, Errors, THRIFT_PROTOCOLS, THRIFT_TRANSPORTS,
     UPSTREAM_PROTOCOLS, choice, count, duration, q,
 };
-use crate::bridge::{BuildError, JsonGrpcBridge};
+use crate::bridge::BuildError;
 use crate::config::raw::RawUpstream;
 use crate::config::{
     SharedJsonGrpcBridge, ThriftProtocol, ThriftTransport, UpstreamConfig, UpstreamProtocol,
@@ -206,8 +206,8 @@ fn bridge_options(
         errs.push(format!("{services_path}[{i}]"), "empty");
         return options;
     }
-    match JsonGrpcBridge::load(options.descriptor_set.as_deref(), &options.services) {
-        Ok(bridge) => options.json_grpc = Some(SharedJsonGrpcBridge::new(bridge)),
+    match SharedJsonGrpcBridge::load(options.descriptor_set.as_deref(), &options.services) {
+        Ok(bridge) => options.json_grpc = Some(bridge),
         Err(BuildError::DescriptorSet(e)) | Err(BuildError::Rule(e)) => errs.push(set_path, e),
         Err(BuildError::Service { index, message }) => {
             errs.push(format!("{services_path}[{index}]"), message)
