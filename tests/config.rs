@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use tracebridge::app;
 use tracebridge::config::{
-    self, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol, RouteMatch, SamplerConfig,
-    ThriftProtocol, ThriftTransport, UpstreamProtocol,
+    self, AccessLogFormat, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol,
+    RouteMatch, SamplerConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
 use tracebridge::trace::Format;
 
@@ -32,6 +33,9 @@ on_missing = "start"
 
 [shutdown]
 drain_timeout = "10s"
+
+[log]
+access = "off"
 
 [[listeners]]
 name = "edge"
@@ -122,6 +126,7 @@ fn example_loads_with_every_value() {
     assert_eq!(p.inject, [Format::W3c, Format::B3Multi]);
     assert_eq!(p.on_missing, OnMissing::Start);
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log.access, AccessLogFormat::Json);
 
     let l: Vec<_> = c
         .listeners
@@ -326,6 +331,8 @@ fn example_uses_every_key() {
         "on_missing =",
         "[shutdown]",
         "drain_timeout =",
+        "[log]",
+        "access =",
         "[[listeners]]",
         "name =",
         "protocol =",
@@ -366,8 +373,13 @@ name = "edge"
 protocol = "http"
 address = "127.0.0.1:0"
 
+[[listeners]]
+name = "rpc"
+protocol = "thrift"
+address = "127.0.0.1:0"
+
 [[routes]]
-listener = "edge"
+listener = "rpc"
 upstream = "t"
 
 [[upstreams]]
@@ -400,9 +412,10 @@ endpoints = ["t.internal:9090"]
     assert_eq!(c.propagation.inject, [Format::W3c]);
     assert_eq!(c.propagation.on_missing, OnMissing::Start);
     assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log.access, AccessLogFormat::Off);
     assert_eq!(c.listeners[0].max_connections, 10_000);
     assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
-    assert_eq!(c.routes[0].name, "edge#0");
+    assert_eq!(c.routes[0].name, "rpc#0");
     assert_eq!(c.routes[0].matcher, RouteMatch::default());
     assert_eq!(c.routes[0].timeout, Duration::from_secs(30));
     assert_eq!(c.routes[0].on_missing, None);
@@ -553,7 +566,7 @@ endpoints"#),
                 r#"otlp_endpoint = "http://127.0.0.1:4317""#,
                 r#"otlp_endpoint = "127.0.0.1:4317""#,
             ),
-            r#"telemetry.otlp_endpoint: "127.0.0.1:4317" does not start with http:// or https://"#
+            r#"telemetry.otlp_endpoint: "127.0.0.1:4317" does not start with http://"#
                 .into(),
         ),
         (
@@ -606,6 +619,14 @@ endpoints"#),
             edited(r#"match = { path_prefix = "/users" }"#, r#"match = { path_prefix = "users" }"#),
             r#"routes[0].match.path_prefix: "users" does not start with "/""#.into(),
         ),
+        (
+            edited(r#"access = "off""#, r#"access = "text""#),
+            r#"log.access: "text" is not a known access log (known: off, json)"#.into(),
+        ),
+        (
+            edited(r#"access = "off""#, "access = \"off\"\nerror = \"json\""),
+            "log.error: unknown field `error`, expected `access`".into(),
+        ),
     ];
     let mut failed = Vec::new();
     for (text, want) in &cases {
@@ -615,7 +636,7 @@ endpoints"#),
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
-    assert_eq!(cases.len(), 36);
+    assert_eq!(cases.len(), 38);
 }
 
 #[test]
@@ -688,7 +709,7 @@ connect_timeout = "1.5s"
         errors(text),
         [
             r#"admin.listen: "nowhere" is not a socket address (ip:port)"#,
-            r#"telemetry.otlp_endpoint: "grpc://collector:4317" does not start with http:// or https://"#,
+            r#"telemetry.otlp_endpoint: "grpc://collector:4317" does not start with http://"#,
             "telemetry.sampler.ratio: 2.0 is outside 0.0..=1.0",
             r#"propagation.on_missing: "maybe" is not a known on_missing (known: start, reject, pass)"#,
             r#"propagation.extract[0]: "zipkin" is not a known format (known: w3c, jaeger, b3, b3multi, grpc-trace-bin, x-trace-raw)"#,
@@ -863,4 +884,313 @@ fn descriptor_set_files_must_load() {
         c.upstreams[2].descriptor_set.as_deref(),
         Some(good.as_path())
     );
+}
+
+/// A config `app::start` accepts: every listener → upstream pairing this build forwards
+/// (http → http, http → grpc bridged, thrift → thrift), ports 0, admin off. The endpoints are
+/// never dialled: start-up opens no upstream connection.
+const STARTABLE: &str = r#"
+[admin]
+listen = ""
+
+[[listeners]]
+name = "edge"
+protocol = "http"
+address = "127.0.0.1:0"
+
+[[listeners]]
+name = "rpc"
+protocol = "thrift"
+address = "127.0.0.1:0"
+
+[[routes]]
+listener = "edge"
+match = { path_prefix = "/users" }
+upstream = "users"
+
+[[routes]]
+listener = "edge"
+match = { path_prefix = "/v1" }
+upstream = "greeter"
+bridge = "json-grpc"
+
+[[routes]]
+listener = "rpc"
+upstream = "legacy"
+
+[[upstreams]]
+name = "users"
+protocol = "http"
+endpoints = ["127.0.0.1:9"]
+
+[[upstreams]]
+name = "greeter"
+protocol = "grpc"
+endpoints = ["127.0.0.1:9"]
+
+[[upstreams]]
+name = "legacy"
+protocol = "thrift"
+endpoints = ["127.0.0.1:9"]
+"#;
+
+/// One way `app::start` refuses a config: the TOML that says it (`check` must report
+/// exactly `check`), and the same fault put straight into a validated `Config`, bypassing
+/// validation, which `start` must refuse with a message containing `start`.
+struct Refusal {
+    what: &'static str,
+    from: &'static str,
+    to: &'static str,
+    check: &'static str,
+    inject: fn(&mut Config),
+    start: &'static str,
+}
+
+/// Every refusal `app::start` (and what it calls: `Telemetry::start`, `HttpUpstream::new`,
+/// `ThriftUpstream::new`, the routers, the bridges) can produce from a config, except binding
+/// a socket.
+fn refusals() -> Vec<Refusal> {
+    vec![
+        Refusal {
+            what: "http listener → thrift upstream",
+            from: "upstream = \"users\"",
+            to: "upstream = \"legacy\"",
+            check: r#"routes[0].upstream: HTTP listener "edge" cannot forward to thrift upstream "legacy" (HTTP → Thrift bridging is not in this build)"#,
+            inject: |c| c.routes[0].upstream = 2,
+            start: "cannot forward to thrift upstream",
+        },
+        Refusal {
+            what: "thrift listener → http upstream",
+            from: "listener = \"rpc\"\nupstream = \"legacy\"",
+            to: "listener = \"rpc\"\nupstream = \"users\"",
+            check: r#"routes[2].upstream: Thrift listener "rpc" cannot forward to http upstream "users" (Thrift → HTTP/gRPC bridging is not in this build)"#,
+            inject: |c| c.routes[2].upstream = 0,
+            start: "cannot forward to non-Thrift upstream",
+        },
+        Refusal {
+            what: "thrift listener → grpc upstream",
+            from: "listener = \"rpc\"\nupstream = \"legacy\"",
+            to: "listener = \"rpc\"\nupstream = \"greeter\"",
+            check: r#"routes[2].upstream: Thrift listener "rpc" cannot forward to grpc upstream "greeter" (Thrift → HTTP/gRPC bridging is not in this build)"#,
+            inject: |c| c.routes[2].upstream = 1,
+            start: "cannot forward to non-Thrift upstream",
+        },
+        Refusal {
+            what: "route to an undefined upstream",
+            from: "upstream = \"users\"",
+            to: "upstream = \"nobody\"",
+            check: r#"routes[0].upstream: "nobody" is not a defined upstream (defined: "users", "greeter", "legacy")"#,
+            inject: |c| c.routes[0].upstream = 99,
+            start: "cannot forward",
+        },
+        Refusal {
+            what: "json-grpc bridge towards an http upstream",
+            from: "upstream = \"greeter\"",
+            to: "upstream = \"users\"",
+            check: r#"routes[1].bridge: "json-grpc" needs a grpc upstream ("users" has protocol "http")"#,
+            inject: |c| c.routes[1].upstream = 0,
+            start: r#"upstream "users" carries no json-grpc bridge"#,
+        },
+        Refusal {
+            what: "descriptor set that cannot be read",
+            from: "protocol = \"grpc\"\n",
+            to: "protocol = \"grpc\"\ndescriptor_set = \"/nonexistent/greeter.binpb\"\n",
+            check: "upstreams[1].descriptor_set: cannot read /nonexistent/greeter.binpb: No such file or directory (os error 2)",
+            inject: |c| c.upstreams[1].json_grpc = None,
+            start: r#"upstream "greeter" carries no json-grpc bridge"#,
+        },
+        Refusal {
+            what: "service the descriptor set lacks",
+            from: "protocol = \"grpc\"\n",
+            to: "protocol = \"grpc\"\nservices = [\"shop.v1.Orders\"]\n",
+            check: r#"upstreams[1].services[0]: "shop.v1.Orders" is not a service of the descriptor set (services: tracebridge.demo.v1.Greeter)"#,
+            inject: |c| c.upstreams[1].json_grpc = None,
+            start: r#"upstream "greeter" carries no json-grpc bridge"#,
+        },
+        Refusal {
+            what: "http endpoint that is not host:port",
+            from: "endpoints = [\"127.0.0.1:9\"]",
+            to: "endpoints = [\"users internal:80\"]",
+            check: r#"upstreams[0].endpoints[0]: "users internal:80" is not host:port"#,
+            inject: |c| c.upstreams[0].endpoints = vec!["users internal:80".into()],
+            start: r#"upstream users: endpoint "users internal:80" is not host:port"#,
+        },
+        Refusal {
+            what: "upstream without endpoints",
+            from: "endpoints = [\"127.0.0.1:9\"]",
+            to: "endpoints = []",
+            check: "upstreams[0].endpoints: empty",
+            inject: |c| c.upstreams[0].endpoints.clear(),
+            start: "upstream users has no endpoints",
+        },
+        Refusal {
+            what: "OTLP endpoint that is not a URI",
+            from: "listen = \"\"\n",
+            to: "listen = \"\"\n[telemetry]\notlp_endpoint = \"http://collector 1:4317\"\n",
+            check: r#"telemetry.otlp_endpoint: "http://collector 1:4317" is not a valid URI: invalid uri character"#,
+            inject: |c| c.telemetry.otlp_endpoint = Some("http://collector 1:4317".into()),
+            start: "cannot build the OTLP exporter for http://collector 1:4317",
+        },
+        Refusal {
+            what: "OTLP/gRPC over TLS",
+            from: "listen = \"\"\n",
+            to: "listen = \"\"\n[telemetry]\notlp_endpoint = \"https://collector:4317\"\n",
+            check: r#"telemetry.otlp_endpoint: "https://collector:4317" needs TLS, which is not in this build (use http://)"#,
+            inject: |c| c.telemetry.otlp_endpoint = Some("https://collector:4317".into()),
+            start: "cannot build the OTLP exporter for https://collector:4317",
+        },
+        Refusal {
+            what: "OTLP/HTTP endpoint that is not a URI",
+            from: "listen = \"\"\n",
+            to: "listen = \"\"\n[telemetry]\notlp_protocol = \"http/protobuf\"\notlp_endpoint = \"http://collector:4318/a b\"\n",
+            check: r#"telemetry.otlp_endpoint: "http://collector:4318/a b" is not a valid URI: invalid uri character"#,
+            inject: |c| {
+                c.telemetry.otlp_protocol = OtlpProtocol::HttpProtobuf;
+                c.telemetry.otlp_endpoint = Some("http://collector:4318/a b".into());
+            },
+            start: "cannot build the OTLP exporter for http://collector:4318/a b",
+        },
+    ]
+}
+
+/// `check` rejects everything `start` rejects: each refusal is reported by `parse` with its
+/// key path (and nothing else), and `start` really does refuse the same fault.
+#[tokio::test]
+async fn every_start_refusal_is_a_check_error() {
+    let valid = config::parse(STARTABLE).unwrap();
+    let mut failed = Vec::new();
+    for r in refusals() {
+        assert!(
+            STARTABLE.contains(r.from),
+            "{}: STARTABLE has no {:?}",
+            r.what,
+            r.from
+        );
+        let text = STARTABLE.replacen(r.from, r.to, 1);
+        match config::parse(&text) {
+            Ok(_) => failed.push(format!("{}: check accepts it", r.what)),
+            Err(e) => {
+                let got: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+                if got != [r.check] {
+                    failed.push(format!(
+                        "{}: check says {got:?}, want [{:?}]",
+                        r.what, r.check
+                    ));
+                }
+            }
+        }
+        let mut bad = valid.clone();
+        (r.inject)(&mut bad);
+        match app::start(bad).await {
+            Ok(gw) => {
+                gw.shutdown().await;
+                failed.push(format!("{}: start accepts it", r.what));
+            }
+            Err(e) if !e.to_string().contains(r.start) => {
+                failed.push(format!("{}: start says {e}, want …{}…", r.what, r.start));
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// What is left for `start` to refuse in a validated config is binding a socket: the config
+/// that `check` accepts starts (OTLP on for both protocols too), and the same config with a
+/// listener on a taken port fails only at `bind`.
+#[tokio::test]
+async fn a_validated_config_starts_unless_a_socket_cannot_be_bound() {
+    for telemetry in [
+        "",
+        "[telemetry]\notlp_endpoint = \"http://127.0.0.1:9\"\n",
+        "[telemetry]\notlp_protocol = \"http/protobuf\"\notlp_endpoint = \"http://127.0.0.1:9/\"\n",
+    ] {
+        let text = format!("{telemetry}{STARTABLE}");
+        let gw = app::start(config::parse(&text).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("{telemetry:?}: {e}"));
+        assert!(gw.address("edge").is_some_and(|a| a.port() != 0));
+        assert!(gw.address("rpc").is_some_and(|a| a.port() != 0));
+        gw.shutdown().await;
+    }
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = STARTABLE.replacen(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let cfg = config::parse(&text).unwrap();
+    let e = app::start(cfg).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("listener edge: cannot bind 127.0.0.1:{port}")),
+        "{e}"
+    );
+}
+
+/// The JSON → gRPC bridge is built while validating and carried in the config: for a grpc
+/// upstream that a bridged route targets (built-in set by default) or that names a
+/// descriptor set or services; `start` uses the carried one and reads no file again.
+#[tokio::test]
+async fn bridges_are_built_once_and_carried_in_the_config() {
+    let c = config::parse(STARTABLE).unwrap();
+    let carried: Vec<_> = c.upstreams.iter().map(|u| u.json_grpc.is_some()).collect();
+    assert_eq!(
+        carried,
+        [false, true, false],
+        "users, greeter (bridged), legacy"
+    );
+    let greeter = c.upstreams[1].json_grpc.as_ref().unwrap();
+    assert!(
+        greeter
+            .bridge()
+            .services()
+            .contains(&"tracebridge.demo.v1.Greeter".to_owned()),
+        "{greeter:?}"
+    );
+    // Equal when built from the same inputs: a clone shares the bridge, a second load of the
+    // same text builds its own from the same (built-in) set.
+    assert_eq!(c.clone(), c);
+    assert_eq!(config::parse(STARTABLE).unwrap(), c);
+
+    // Not bridged, no keys: nothing built. Not bridged, with a services list: built (and checked).
+    let unbridged = STARTABLE.replacen("bridge = \"json-grpc\"\n", "", 1);
+    assert_eq!(
+        config::parse(&unbridged).unwrap().upstreams[1].json_grpc,
+        None
+    );
+    let listed = unbridged.replacen(
+        "protocol = \"grpc\"\n",
+        "protocol = \"grpc\"\nservices = [\"tracebridge.demo.v1.Greeter\"]\n",
+        1,
+    );
+    let c = config::parse(&listed).unwrap();
+    let built = c.upstreams[1].json_grpc.as_ref().unwrap();
+    assert_eq!(built.bridge().services(), ["tracebridge.demo.v1.Greeter"]);
+
+    // A descriptor set file is read by load, not by start: start succeeds after it is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("greeter.binpb");
+    std::fs::write(&set, tracebridge::bridge::descriptors::BUILTIN).unwrap();
+    let file = dir.path().join("gw.toml");
+    let text = STARTABLE.replacen(
+        "protocol = \"grpc\"\n",
+        "protocol = \"grpc\"\ndescriptor_set = \"greeter.binpb\"\n",
+        1,
+    );
+    std::fs::write(&file, text).unwrap();
+    let c = config::load(&file).unwrap();
+    assert!(c.upstreams[1].json_grpc.is_some());
+    assert_eq!(config::load(&file).unwrap(), c, "same file, same set");
+    // The same path with other bytes (still a valid set: an unknown field 2 = 1 appended to
+    // the FileDescriptorSet): not the same bridge.
+    let mut other = tracebridge::bridge::descriptors::BUILTIN.to_vec();
+    other.extend_from_slice(&[0x10, 0x01]);
+    std::fs::write(&set, other).unwrap();
+    assert_ne!(config::load(&file).unwrap(), c, "the set changed");
+    std::fs::remove_file(&set).unwrap();
+    assert!(config::load(&file).is_err(), "the set is really gone");
+    let gw = app::start(c).await.unwrap();
+    gw.shutdown().await;
 }

@@ -78,6 +78,7 @@ fn upstream(
         pool_idle_per_endpoint: 1,
         descriptor_set: None,
         services: Vec::new(),
+        json_grpc: None,
     })
 }
 

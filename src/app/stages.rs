@@ -66,7 +66,6 @@ pub(super) struct Builder<'a> {
     pools: Vec<Pool>,
     propagator: Arc<Propagator>,
     sampler: Sampler,
-    bridges: HashMap<usize, Arc<JsonGrpcBridge>>,
 }
 
 impl<'a> Builder<'a> {
@@ -85,7 +84,6 @@ impl<'a> Builder<'a> {
                 config.propagation.inject.clone(),
             )),
             sampler: Sampler::new(config.telemetry.sampler),
-            bridges: HashMap::new(),
         })
     }
 
@@ -175,17 +173,18 @@ impl<'a> Builder<'a> {
         Ok(self.stage(listener, Router::new(routes), recorder))
     }
 
-    /// The JSON → gRPC bridge of upstream `index`, built once and shared by its routes.
-    fn json_grpc_bridge(&mut self, index: usize) -> Result<Arc<JsonGrpcBridge>, GatewayError> {
-        if let Some(b) = self.bridges.get(&index) {
-            return Ok(b.clone());
-        }
+    /// The JSON → gRPC bridge of upstream `index`: built once, when the config was validated.
+    fn json_grpc_bridge(&self, index: usize) -> Result<Arc<JsonGrpcBridge>, GatewayError> {
         let u = &self.config.upstreams[index];
-        let bridge = JsonGrpcBridge::load(u.descriptor_set.as_deref(), &u.services)
-            .map_err(|e| config_error(format!("upstream {}: json-grpc bridge: {e}", u.name)))?;
-        let bridge = Arc::new(bridge);
-        self.bridges.insert(index, bridge.clone());
-        Ok(bridge)
+        u.json_grpc
+            .as_ref()
+            .map(|b| b.bridge().clone())
+            .ok_or_else(|| {
+                config_error(format!(
+                    "upstream {}: no json-grpc bridge was built",
+                    u.name
+                ))
+            })
     }
 }
 

@@ -3,17 +3,26 @@
 //! Every error names its key path and bad value (`routes[2].upstream: "users" is not a
 //! defined upstream`); [`parse`] reports every error in one pass. Stages receive their own
 //! slice of the config, never the whole.
+//!
+//! [`watch()`] re-loads the file after it changes (and [`reload_now`] on SIGHUP), through the
+//! same [`load`] that `tracebridge check` uses.
 
 mod duration;
 mod raw;
 mod validate;
+pub mod watch;
 
 pub use duration::parse_duration;
+pub use watch::{ConfigWatch, WatchError, reload_now, watch};
 
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::bridge::descriptors::{builtin, decode};
+use crate::bridge::{BuildError, JsonGrpcBridge};
 use crate::trace::Format;
 
 /// A validated gateway configuration.
@@ -219,6 +228,73 @@ pub struct UpstreamConfig {
     pub descriptor_set: Option<PathBuf>,
     /// gRPC upstreams: the services bridged routes may call; empty: every service in the set.
     pub services: Vec<String>,
+    /// gRPC upstreams: the JSON → gRPC bridge, built once while validating (so `check` finds
+    /// what start-up would, and start-up does not load the set again). `Some` when the
+    /// upstream sets `descriptor_set` or `services`, or a `bridge = "json-grpc"` route targets
+    /// it (then from the built-in set by default); `None` otherwise and for other protocols.
+    pub json_grpc: Option<SharedJsonGrpcBridge>,
+}
+
+/// A built [`JsonGrpcBridge`], shared by every route that bridges to its upstream and by
+/// every clone of the [`Config`] that carries it.
+///
+/// Two are equal when built from the same inputs: the same descriptor set bytes (compared by
+/// a 64-bit SipHash digest taken when the file was read; or both the built-in set) and the
+/// same services. So a reload of an unchanged file compares equal (an upstream pool keyed by
+/// its config survives it), and one whose descriptor set changed does not, even at the same
+/// path.
+#[derive(Clone)]
+pub struct SharedJsonGrpcBridge {
+    bridge: Arc<JsonGrpcBridge>,
+    /// Digest of the descriptor set's bytes; `None`: the built-in set.
+    set_digest: Option<u64>,
+}
+
+impl SharedJsonGrpcBridge {
+    /// Reads the descriptor set once (`None`: the built-in one) and builds the bridge for
+    /// `services` (empty: every service in the set), as [`JsonGrpcBridge::load`] does.
+    pub fn load(descriptor_set: Option<&Path>, services: &[String]) -> Result<Self, BuildError> {
+        let (pool, set_digest) = match descriptor_set {
+            None => (builtin().map_err(BuildError::DescriptorSet)?, None),
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    BuildError::DescriptorSet(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let pool = decode(&bytes)
+                    .map_err(|e| BuildError::DescriptorSet(format!("{}: {e}", path.display())))?;
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                (pool, Some(hasher.finish()))
+            }
+        };
+        Ok(SharedJsonGrpcBridge {
+            bridge: Arc::new(JsonGrpcBridge::new(&pool, services)?),
+            set_digest,
+        })
+    }
+
+    /// The bridge, to hand to the routes that use it.
+    pub fn bridge(&self) -> &Arc<JsonGrpcBridge> {
+        &self.bridge
+    }
+}
+
+impl PartialEq for SharedJsonGrpcBridge {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.bridge, &other.bridge)
+            || (self.set_digest == other.set_digest
+                && self.bridge.services() == other.bridge.services())
+    }
+}
+
+impl std::fmt::Debug for SharedJsonGrpcBridge {
+    // The bridge's own Debug prints every descriptor; its services say which one it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonGrpcBridge")
+            .field("services", &self.bridge.services())
+            .field("set_digest", &self.set_digest)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Upstream protocol.
@@ -280,14 +356,34 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 
 /// Reads, parses and validates a config file. Relative file paths in it (`descriptor_set`)
 /// are taken from the file's directory.
-pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    from_bytes(path, &read(path)?)
+}
+
+/// The bytes of a config file; the error is the one [`load`] reports.
+fn read(path: &Path) -> Result<Vec<u8>, ConfigErrors> {
+    std::fs::read(path).map_err(|e| unreadable(path, &e))
+}
+
+/// Parses and validates the bytes read from `path`: the rest of [`load`].
+fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        );
+        unreadable(path, &e)
+    })?;
+    validate::validate(raw::parse(text)?, path.parent())
+}
+
+fn unreadable(path: &Path, e: &std::io::Error) -> ConfigErrors {
+    ConfigErrors {
         errors: vec![ConfigError {
             path: String::new(),
             message: format!("cannot read {}: {e}", path.display()),
         }],
-    })?;
-    validate::validate(raw::parse(&text)?, path.parent())
+    }
 }
 
 /// The path of a config file given on the command line.

@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) shutdown: RawShutdown,
     #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
     pub(super) listeners: Vec<RawListener>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
@@ -74,6 +76,13 @@ pub(super) struct RawPropagation {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawShutdown {
     pub(super) drain_timeout: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) access: Option<String>,
 }
 
 /// `[[listeners]]`
@@ -316,7 +325,7 @@ match = { host = "a", headers = { "x-b" = "1", "X-A" = "2" }, query = { z = "1",
             (
                 "[tracing]\n",
                 "tracing",
-                "unknown field `tracing`, expected one of `admin`, `telemetry`, `propagation`, `shutdown`, `listeners`, `routes`, `upstreams`",
+                "unknown field `tracing`, expected one of `admin`, `telemetry`, `propagation`, `shutdown`, `log`, `listeners`, `routes`, `upstreams`",
             ),
         ];
         for (text, path, message) in cases {

@@ -3,26 +3,31 @@
 //! Second stage of `config`: nothing here stops at the first problem. Each check pushes a
 //! [`ConfigError`] (`routes[0].upstream: "userz" is not a defined upstream ...`) and goes on
 //! with a stand-in value; the typed [`Config`] is returned only when no check failed.
-//! Errors come in section order: admin, telemetry, propagation, shutdown, listeners,
+//! Errors come in section order: admin, telemetry, propagation, shutdown, log, listeners,
 //! routes, upstreams.
+//!
+//! - [`route`]: `[[routes]]`, and the rules joining a route to its listener and upstream.
+//! - [`upstream`]: `[[upstreams]]`, and the JSON → gRPC bridge built from a descriptor set.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use super::duration::parse_duration;
-use super::raw::{
-    RawAdmin, RawConfig, RawListener, RawMatch, RawPropagation, RawTelemetry, RawUpstream,
-};
+use super::raw::{RawAdmin, RawConfig, RawListener, RawPropagation, RawTelemetry};
 use super::{
-    AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig, ListenerProtocol,
-    OnMissing, OtlpProtocol, PropagationConfig, RouteConfig, RouteMatch, SamplerConfig,
-    ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamConfig,
-    UpstreamProtocol,
+    AccessLogFormat, AdminConfig, BridgeKind, Config, ConfigError, ConfigErrors, ListenerConfig,
+    ListenerProtocol, LogConfig, OnMissing, OtlpProtocol, PropagationConfig, SamplerConfig,
+    ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
-use crate::bridge::{BuildError, JsonGrpcBridge};
 use crate::trace::Format;
+
+mod route;
+mod upstream;
+
+use route::routes;
+use upstream::upstreams;
 
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 const DEFAULT_SERVICE_NAME: &str = "tracebridge";
@@ -52,6 +57,10 @@ const ON_MISSING: &[(&str, OnMissing)] = &[
     ("start", OnMissing::Start),
     ("reject", OnMissing::Reject),
     ("pass", OnMissing::Pass),
+];
+const ACCESS_LOGS: &[(&str, AccessLogFormat)] = &[
+    ("off", AccessLogFormat::Off),
+    ("json", AccessLogFormat::Json),
 ];
 const BRIDGES: &[(&str, BridgeKind)] = &[("json-grpc", BridgeKind::JsonGrpc)];
 const LISTENER_PROTOCOLS: &[(&str, ListenerProtocol)] = &[
@@ -90,9 +99,22 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
             false,
         ),
     };
+    let log = LogConfig {
+        access: raw
+            .log
+            .access
+            .as_deref()
+            .and_then(|v| choice(&mut errs, "log.access", v, "access log", ACCESS_LOGS))
+            .unwrap_or_default(),
+    };
     let listeners = listeners(&mut errs, &raw.listeners, admin.listen);
     let routes = routes(&mut errs, &raw);
-    let upstreams = upstreams(&mut errs, &raw.upstreams, base);
+    let bridged: Vec<usize> = routes
+        .iter()
+        .filter(|r| r.bridge.is_some())
+        .map(|r| r.upstream)
+        .collect();
+    let upstreams = upstreams(&mut errs, &raw.upstreams, base, &bridged);
     if !errs.0.is_empty() {
         return Err(ConfigErrors { errors: errs.0 });
     }
@@ -104,7 +126,7 @@ pub(super) fn validate(raw: RawConfig, base: Option<&Path>) -> Result<Config, Co
         listeners,
         routes,
         upstreams,
-        log: super::LogConfig::default(),
+        log,
     })
 }
 
@@ -225,22 +247,6 @@ fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             .required("telemetry.service_name", Some(name))
             .unwrap_or(DEFAULT_SERVICE_NAME),
     };
-    if let Some(endpoint) = raw.otlp_endpoint.as_deref() {
-        let rest = endpoint
-            .strip_prefix("http://")
-            .or_else(|| endpoint.strip_prefix("https://"));
-        match rest {
-            None => errs.push(
-                "telemetry.otlp_endpoint",
-                format!("{} does not start with http:// or https://", q(endpoint)),
-            ),
-            Some("") => errs.push(
-                "telemetry.otlp_endpoint",
-                format!("{} has no host", q(endpoint)),
-            ),
-            Some(_) => {}
-        }
-    }
     let otlp_protocol = raw
         .otlp_protocol
         .as_deref()
@@ -254,6 +260,9 @@ fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             )
         })
         .unwrap_or(OtlpProtocol::Grpc);
+    if let Some(endpoint) = raw.otlp_endpoint.as_deref() {
+        otlp_endpoint(errs, endpoint, otlp_protocol);
+    }
     let mut ratio = DEFAULT_RATIO;
     if let Some(sampler) = &raw.sampler {
         if let Some(kind) = sampler.kind.as_deref() {
@@ -289,6 +298,42 @@ fn telemetry(errs: &mut Errors, raw: &RawTelemetry) -> TelemetryConfig {
             1,
         ),
         log_spans: raw.log_spans.unwrap_or(false),
+    }
+}
+
+/// `otlp_endpoint`: what the OTLP exporter builder accepts at start-up (a URI; for
+/// `http/protobuf` also with `/v1/traces` appended), with plain `http://`: this build has no
+/// TLS (gRPC refuses `https://` at start-up, OTLP/HTTP would fail every export).
+fn otlp_endpoint(errs: &mut Errors, endpoint: &str, protocol: OtlpProtocol) {
+    const PATH: &str = "telemetry.otlp_endpoint";
+    if endpoint.starts_with("https://") {
+        errs.push(
+            PATH,
+            format!(
+                "{} needs TLS, which is not in this build (use http://)",
+                q(endpoint)
+            ),
+        );
+        return;
+    }
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        errs.push(PATH, format!("{} does not start with http://", q(endpoint)));
+        return;
+    };
+    if rest.is_empty() {
+        errs.push(PATH, format!("{} has no host", q(endpoint)));
+        return;
+    }
+    // The exporter parses exactly these (telemetry::spans::build_exporter).
+    let mut uris = vec![endpoint.to_owned()];
+    if protocol == OtlpProtocol::HttpProtobuf && !endpoint.ends_with("/v1/traces") {
+        uris.push(format!("{}/v1/traces", endpoint.trim_end_matches('/')));
+    }
+    for uri in uris {
+        if let Err(e) = uri.parse::<http::Uri>() {
+            errs.push(PATH, format!("{} is not a valid URI: {e}", q(&uri)));
+            return;
+        }
     }
 }
 
@@ -423,481 +468,12 @@ fn listeners(
     out
 }
 
-fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
-    // Listener name → protocol (`None` when its protocol is itself invalid); the first
-    // definition wins, duplicates are reported with the listeners.
-    let mut listeners: Vec<(&str, Option<ListenerProtocol>)> = Vec::new();
-    for l in &raw.listeners {
-        if let Some(name) = l.name.as_deref() {
-            let protocol = l.protocol.as_deref().and_then(|p| {
-                LISTENER_PROTOCOLS
-                    .iter()
-                    .find(|(n, _)| *n == p)
-                    .map(|(_, v)| *v)
-            });
-            if !listeners.iter().any(|(n, _)| *n == name) {
-                listeners.push((name, protocol));
-            }
-        }
-    }
-    let upstreams: Vec<Option<&str>> = raw.upstreams.iter().map(|u| u.name.as_deref()).collect();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.routes.len());
-    for (i, r) in raw.routes.iter().enumerate() {
-        let at = format!("routes[{i}]");
-        let listener = errs
-            .required(&format!("{at}.listener"), r.listener.as_deref())
-            .and_then(|name| {
-                let found = listeners.iter().find(|(n, _)| *n == name);
-                if found.is_none() {
-                    errs.push(
-                        format!("{at}.listener"),
-                        format!("{} is not a defined listener", q(name)),
-                    );
-                }
-                found.map(|(n, p)| (*n, *p))
-            });
-        let name = match r.name.as_deref() {
-            Some(name) => errs
-                .required(&format!("{at}.name"), Some(name))
-                .map(str::to_owned),
-            None => r.listener.as_deref().map(|l| format!("{l}#{i}")),
-        };
-        if let Some(name) = &name {
-            if let Some(first) = names.get(name) {
-                errs.push(
-                    format!("{at}.name"),
-                    format!("{} is already defined (routes[{first}])", q(name)),
-                );
-            } else {
-                names.insert(name.clone(), i);
-            }
-        }
-        let matcher = route_match(errs, &at, &r.matcher, listener);
-        let upstream = errs
-            .required(&format!("{at}.upstream"), r.upstream.as_deref())
-            .and_then(|name| upstream_index(errs, &at, name, &upstreams));
-        let timeout = duration(
-            errs,
-            &format!("{at}.timeout"),
-            r.timeout.as_deref(),
-            DEFAULT_ROUTE_TIMEOUT,
-            true,
-        );
-        let on_missing = r.on_missing.as_deref().and_then(|v| {
-            choice(
-                errs,
-                &format!("{at}.on_missing"),
-                v,
-                "on_missing",
-                ON_MISSING,
-            )
-        });
-        let bridge = route_bridge(errs, &at, r.bridge.as_deref(), listener, upstream, raw);
-        if let (Some(name), Some((listener, _)), Some(upstream)) = (name, listener, upstream) {
-            out.push(RouteConfig {
-                name,
-                listener: listener.to_owned(),
-                matcher,
-                upstream,
-                timeout,
-                on_missing,
-                bridge,
-            });
-        }
-    }
-    out
-}
-
-/// `bridge`: a known kind, on an http listener, towards a grpc upstream.
-fn route_bridge(
-    errs: &mut Errors,
-    at: &str,
-    value: Option<&str>,
-    listener: Option<(&str, Option<ListenerProtocol>)>,
-    upstream: Option<usize>,
-    raw: &RawConfig,
-) -> Option<BridgeKind> {
-    let path = format!("{at}.bridge");
-    let kind = choice(errs, &path, value?, "bridge", BRIDGES)?;
-    if let Some((name, Some(ListenerProtocol::Thrift))) = listener {
-        errs.push(
-            &path,
-            format!(
-                "{} needs an http listener ({} is thrift)",
-                q(value?),
-                q(name)
-            ),
-        );
-    }
-    let target = upstream.and_then(|i| raw.upstreams.get(i));
-    if let Some(u) = target
-        && let Some(protocol) = u.protocol.as_deref()
-        && protocol != "grpc"
-    {
-        errs.push(
-            &path,
-            format!(
-                "{} needs a grpc upstream ({} has protocol {})",
-                q(value?),
-                q(u.name.as_deref().unwrap_or_default()),
-                q(protocol)
-            ),
-        );
-    }
-    Some(kind)
-}
-
-fn upstream_index(
-    errs: &mut Errors,
-    at: &str,
-    name: &str,
-    upstreams: &[Option<&str>],
-) -> Option<usize> {
-    let found = upstreams.iter().position(|u| *u == Some(name));
-    if found.is_none() {
-        let mut defined: Vec<String> = Vec::new();
-        for name in upstreams.iter().flatten().map(|u| q(u)) {
-            if !defined.contains(&name) {
-                defined.push(name);
-            }
-        }
-        let defined = if defined.is_empty() {
-            "none".to_owned()
-        } else {
-            defined.join(", ")
-        };
-        errs.push(
-            format!("{at}.upstream"),
-            format!("{} is not a defined upstream (defined: {defined})", q(name)),
-        );
-    }
-    found
-}
-
-/// Checks a route's `match`; conditions that the route's listener protocol cannot see are
-/// errors (a `thrift_method` on an http listener would never match).
-fn route_match(
-    errs: &mut Errors,
-    at: &str,
-    raw: &RawMatch,
-    listener: Option<(&str, Option<ListenerProtocol>)>,
-) -> RouteMatch {
-    let at = format!("{at}.match");
-    let protocol = listener.and_then(|(name, p)| p.map(|p| (name, p)));
-    let http_only = [
-        ("host", raw.host.as_deref()),
-        ("path_prefix", raw.path_prefix.as_deref()),
-        ("grpc_service", raw.grpc_service.as_deref()),
-        ("query", raw.query.keys().next().map(String::as_str)),
-    ];
-    if let Some((name, ListenerProtocol::Thrift)) = protocol {
-        for (key, value) in http_only {
-            if let Some(value) = value {
-                errs.push(
-                    format!("{at}.{key}"),
-                    format!(
-                        "{} needs an http listener ({} is thrift)",
-                        q(value),
-                        q(name)
-                    ),
-                );
-            }
-        }
-    }
-    if let (Some((name, ListenerProtocol::Http)), Some(method)) = (protocol, &raw.thrift_method) {
-        errs.push(
-            format!("{at}.thrift_method"),
-            format!(
-                "{} needs a thrift listener ({} is http)",
-                q(method),
-                q(name)
-            ),
-        );
-    }
-    for (key, value) in [
-        ("host", &raw.host),
-        ("grpc_service", &raw.grpc_service),
-        ("thrift_method", &raw.thrift_method),
-    ] {
-        if value.as_deref() == Some("") {
-            errs.push(format!("{at}.{key}"), "empty");
-        }
-    }
-    if let Some(prefix) = raw.path_prefix.as_deref()
-        && !prefix.starts_with('/')
-    {
-        errs.push(
-            format!("{at}.path_prefix"),
-            format!("{} does not start with \"/\"", q(prefix)),
-        );
-    }
-    RouteMatch {
-        host: raw.host.clone(),
-        path_prefix: raw.path_prefix.clone(),
-        headers: headers(errs, &at, &raw.headers),
-        query: raw.query.clone().into_iter().collect(),
-        grpc_service: raw.grpc_service.clone(),
-        thrift_method: raw.thrift_method.clone(),
-    }
-}
-
-/// Header conditions with names lower-cased; names and values must be valid HTTP.
-fn headers(errs: &mut Errors, at: &str, raw: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::with_capacity(raw.len());
-    for (name, value) in raw {
-        let lower = name.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            errs.push(
-                format!("{at}.headers"),
-                format!("{} is not a valid header name", q(name)),
-            );
-            continue;
-        }
-        let path = format!("{at}.headers.{lower}");
-        if http::HeaderValue::from_str(value).is_err() {
-            errs.push(path, format!("{} is not a valid header value", q(value)));
-        } else if out.iter().any(|(n, _)| *n == lower) {
-            errs.push(
-                path,
-                format!(
-                    "{} is given twice (header names are case-insensitive)",
-                    q(name)
-                ),
-            );
-        } else {
-            out.push((lower, value.clone()));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn upstreams(errs: &mut Errors, raw: &[RawUpstream], base: Option<&Path>) -> Vec<UpstreamConfig> {
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, u) in raw.iter().enumerate() {
-        let at = format!("upstreams[{i}]");
-        let name = errs.required(&format!("{at}.name"), u.name.as_deref());
-        if let Some(name) = name {
-            if let Some(first) = names.get(name) {
-                errs.push(
-                    format!("{at}.name"),
-                    format!("{} is already defined (upstreams[{first}])", q(name)),
-                );
-            } else {
-                names.insert(name, i);
-            }
-        }
-        let protocol = errs
-            .required(&format!("{at}.protocol"), u.protocol.as_deref())
-            .and_then(|p| {
-                choice(
-                    errs,
-                    &format!("{at}.protocol"),
-                    p,
-                    "upstream protocol",
-                    UPSTREAM_PROTOCOLS,
-                )
-            });
-        let (transport, thrift_protocol) = thrift_options(errs, &at, u, protocol);
-        let (descriptor_set, services) = bridge_options(errs, &at, u, protocol, base);
-        let endpoints = endpoints(errs, &at, u.endpoints.as_deref());
-        let connect_timeout = duration(
-            errs,
-            &format!("{at}.connect_timeout"),
-            u.connect_timeout.as_deref(),
-            DEFAULT_CONNECT_TIMEOUT,
-            true,
-        );
-        let pool_idle_per_endpoint = count(
-            errs,
-            &format!("{at}.pool_idle_per_endpoint"),
-            u.pool_idle_per_endpoint,
-            DEFAULT_POOL_IDLE,
-            0,
-        );
-        if let (Some(name), Some(protocol)) = (name, protocol) {
-            out.push(UpstreamConfig {
-                name: name.to_owned(),
-                protocol,
-                transport,
-                thrift_protocol,
-                endpoints,
-                connect_timeout,
-                pool_idle_per_endpoint,
-                descriptor_set,
-                services,
-            });
-        }
-    }
-    out
-}
-
-/// `transport` and `thrift_protocol`: defaulted on thrift upstreams, errors elsewhere.
-fn thrift_options(
-    errs: &mut Errors,
-    at: &str,
-    u: &RawUpstream,
-    protocol: Option<UpstreamProtocol>,
-) -> (Option<ThriftTransport>, Option<ThriftProtocol>) {
-    let transport_path = format!("{at}.transport");
-    let protocol_path = format!("{at}.thrift_protocol");
-    match protocol {
-        Some(UpstreamProtocol::Thrift) => {
-            let transport = match u.transport.as_deref() {
-                Some(t) => choice(
-                    errs,
-                    &transport_path,
-                    t,
-                    "thrift transport",
-                    THRIFT_TRANSPORTS,
-                ),
-                None => Some(ThriftTransport::Header),
-            };
-            let thrift_protocol = match u.thrift_protocol.as_deref() {
-                Some(p) => choice(errs, &protocol_path, p, "thrift protocol", THRIFT_PROTOCOLS),
-                None => Some(ThriftProtocol::Binary),
-            };
-            (transport, thrift_protocol)
-        }
-        Some(_) => {
-            let given = u.protocol.as_deref().unwrap_or_default();
-            for (path, value) in [
-                (transport_path, &u.transport),
-                (protocol_path, &u.thrift_protocol),
-            ] {
-                if let Some(value) = value {
-                    errs.push(
-                        path,
-                        format!(
-                            "{} is only for thrift upstreams (protocol is {})",
-                            q(value),
-                            q(given)
-                        ),
-                    );
-                }
-            }
-            (None, None)
-        }
-        // The protocol is already reported; checking these against it would only add noise.
-        None => (None, None),
-    }
-}
-
-/// `descriptor_set` and `services`: gRPC upstreams only; the set must load and name the
-/// services (and its `google.api.http` rules must be valid), so `tracebridge check` finds
-/// what start-up would.
-fn bridge_options(
-    errs: &mut Errors,
-    at: &str,
-    u: &RawUpstream,
-    protocol: Option<UpstreamProtocol>,
-    base: Option<&Path>,
-) -> (Option<PathBuf>, Vec<String>) {
-    let set_path = format!("{at}.descriptor_set");
-    let services_path = format!("{at}.services");
-    let services = u.services.clone().unwrap_or_default();
-    match protocol {
-        Some(UpstreamProtocol::Grpc) => {}
-        Some(_) => {
-            let given = q(u.protocol.as_deref().unwrap_or_default());
-            if let Some(set) = &u.descriptor_set {
-                errs.push(
-                    set_path,
-                    format!(
-                        "{} is only for grpc upstreams (protocol is {given})",
-                        q(set)
-                    ),
-                );
-            }
-            if u.services.is_some() {
-                errs.push(
-                    services_path,
-                    format!("only for grpc upstreams (protocol is {given})"),
-                );
-            }
-            return (None, Vec::new());
-        }
-        None => return (None, Vec::new()),
-    }
-    let descriptor_set = match u.descriptor_set.as_deref() {
-        Some("") => {
-            errs.push(&set_path, "empty");
-            return (None, services);
-        }
-        Some(p) => Some(match base {
-            Some(dir) if Path::new(p).is_relative() => dir.join(p),
-            _ => PathBuf::from(p),
-        }),
-        None => None,
-    };
-    if descriptor_set.is_none() && u.services.is_none() {
-        return (None, services);
-    }
-    if let Some(i) = services.iter().position(String::is_empty) {
-        errs.push(format!("{services_path}[{i}]"), "empty");
-        return (descriptor_set, services);
-    }
-    match JsonGrpcBridge::load(descriptor_set.as_deref(), &services) {
-        Ok(_) => {}
-        Err(BuildError::DescriptorSet(e)) | Err(BuildError::Rule(e)) => errs.push(set_path, e),
-        Err(BuildError::Service { index, message }) => {
-            errs.push(format!("{services_path}[{index}]"), message)
-        }
-    }
-    (descriptor_set, services)
-}
-
-fn endpoints(errs: &mut Errors, at: &str, raw: Option<&[String]>) -> Vec<String> {
-    let path = format!("{at}.endpoints");
-    match raw {
-        None => errs.push(path, "missing (required)"),
-        Some([]) => errs.push(path, "empty"),
-        Some(list) => {
-            for (i, endpoint) in list.iter().enumerate() {
-                if !is_host_port(endpoint) {
-                    errs.push(
-                        format!("{path}[{i}]"),
-                        format!("{} is not host:port", q(endpoint)),
-                    );
-                }
-            }
-            return list.to_vec();
-        }
-    }
-    Vec::new()
-}
-
-/// `host:port` with a DNS name or IPv4 host, or `[ipv6]:port`; port 1..=65535.
-fn is_host_port(text: &str) -> bool {
-    let (host_ok, port) = if let Some(rest) = text.strip_prefix('[') {
-        match rest.split_once("]:") {
-            Some((host, port)) => (host.parse::<Ipv6Addr>().is_ok(), port),
-            None => return false,
-        }
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) => (
-                !host.is_empty()
-                    && host
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')),
-                port,
-            ),
-            None => return false,
-        }
-    };
-    host_ok
-        && !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p != 0)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::upstream::is_host_port;
     use super::*;
+    use crate::config::RouteMatch;
     use crate::config::parse;
 
     const MINIMAL: &str = r#"
@@ -940,6 +516,7 @@ endpoints = ["127.0.0.1:9191"]
         assert_eq!(c.propagation.inject, vec![Format::W3c]);
         assert_eq!(c.propagation.on_missing, OnMissing::Start);
         assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.log.access, AccessLogFormat::Off);
         assert_eq!(c.listeners[0].max_connections, 10_000);
         assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
         let route = &c.routes[0];
@@ -956,10 +533,8 @@ endpoints = ["127.0.0.1:9191"]
 
     #[test]
     fn thrift_upstream_defaults_to_header_binary() {
-        let text = MINIMAL.replace(
-            "protocol = \"http\"\nendpoints",
-            "protocol = \"thrift\"\nendpoints",
-        );
+        // Both sides thrift: an http listener cannot forward to a thrift upstream.
+        let text = MINIMAL.replace("protocol = \"http\"", "protocol = \"thrift\"");
         let c = parse(&text).unwrap();
         assert_eq!(c.upstreams[0].protocol, UpstreamProtocol::Thrift);
         assert_eq!(c.upstreams[0].transport, Some(ThriftTransport::Header));
