@@ -136,7 +136,7 @@ impl<'a> Builder<'a> {
         for i in self.routes_of(listener).collect::<Vec<_>>() {
             let route = &self.config.routes[i];
             let Some(Pool::Http(upstream)) = self.pools.get(route.upstream).cloned() else {
-                return Err(mismatch(self.config, i, "HTTP", "an HTTP or gRPC"));
+                return Err(mismatch(self.config, i, "HTTP", "thrift"));
             };
             let bridge = match route.bridge {
                 Some(BridgeKind::JsonGrpc) => Some(self.json_grpc_bridge(route.upstream)?),
@@ -162,7 +162,7 @@ impl<'a> Builder<'a> {
         for i in self.routes_of(listener).collect::<Vec<_>>() {
             let route = &self.config.routes[i];
             let Some(Pool::Thrift(upstream)) = self.pools.get(route.upstream) else {
-                return Err(mismatch(self.config, i, "Thrift", "a Thrift"));
+                return Err(mismatch(self.config, i, "Thrift", "non-Thrift"));
             };
             let target = ThriftRoute {
                 policy: self.policy(listener, i),
@@ -181,7 +181,7 @@ impl<'a> Builder<'a> {
             .map(|b| b.bridge().clone())
             .ok_or_else(|| {
                 config_error(format!(
-                    "upstream {}: no json-grpc bridge was built",
+                    "upstream {:?} carries no json-grpc bridge (validation builds it)",
                     u.name
                 ))
             })
@@ -190,11 +190,11 @@ impl<'a> Builder<'a> {
 
 /// A route whose upstream speaks what its listener cannot forward to (validation refuses
 /// these; this guards `start` against a config built by hand).
-fn mismatch(config: &Config, route: usize, listener: &str, wants: &str) -> GatewayError {
+fn mismatch(config: &Config, route: usize, listener: &str, kind: &str) -> GatewayError {
     let r = &config.routes[route];
-    let upstream = &config.upstreams[r.upstream].name;
+    let upstream = config.upstreams.get(r.upstream).map_or("?", |u| &u.name);
     config_error(format!(
-        "routes[{route}].upstream: {listener} listener {:?} needs {wants} upstream, not {upstream:?}",
+        "routes[{route}].upstream: {listener} listener {:?} cannot forward to {kind} upstream {upstream:?}",
         r.listener
     ))
 }
