@@ -25,11 +25,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
 use tracebridge::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
-use tracebridge::codec::thrift::detect::ClientType;
+use tracebridge::codec::thrift::Dialect as WireDialect;
+use tracebridge::codec::thrift::encode_message_header;
 use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::header::{HeaderHead, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
-use tracebridge::upstream::thrift::encode_message_header;
 
 const METHOD: &str = "UserService:getProfile";
 const TP: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -324,12 +324,12 @@ struct Calls {
 impl Calls {
     fn new(transport: Transport, args: &Bytes) -> Self {
         let client = match transport {
-            Transport::Header => ClientType::Header,
-            Transport::Framed => ClientType::FramedBinary,
+            Transport::Header => WireDialect::HEADER,
+            Transport::Framed => WireDialect::FRAMED_BINARY,
         };
         Calls {
             transport,
-            decoder: ThriftDecoder::for_client(client, DEFAULT_MAX_FRAME_SIZE),
+            decoder: ThriftDecoder::for_dialect(client, DEFAULT_MAX_FRAME_SIZE),
             input: BytesMut::with_capacity(4096),
             output: BytesMut::with_capacity(512 + args.len()),
             message: BytesMut::with_capacity(64 + args.len()),

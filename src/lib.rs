@@ -29,6 +29,7 @@ pub mod call;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod io;
 pub mod listener;
 pub mod pipeline;
 pub mod policy;

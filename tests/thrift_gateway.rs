@@ -20,7 +20,7 @@ use tracebridge::app::{self, RunningGateway};
 use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::header::{self, HeaderHead, Transform, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
-use tracebridge::upstream::thrift::{encode_message_header, transcode_struct};
+use tracebridge::codec::thrift::{encode_message_header, transcode_struct};
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -321,18 +321,18 @@ struct Client {
 
 impl Client {
     async fn connect(addr: SocketAddr, dialect: Dialect) -> Client {
-        use tracebridge::codec::thrift::ClientType;
+        use tracebridge::codec::thrift::Dialect as WireDialect;
         let ct = match dialect {
-            Dialect::Header(_) => ClientType::Header,
-            Dialect::Framed(ProtocolId::Binary) => ClientType::FramedBinary,
-            Dialect::Framed(ProtocolId::Compact) => ClientType::FramedCompact,
-            Dialect::Unframed(ProtocolId::Binary) => ClientType::UnframedBinary,
-            Dialect::Unframed(ProtocolId::Compact) => ClientType::UnframedCompact,
+            Dialect::Header(_) => WireDialect::HEADER,
+            Dialect::Framed(ProtocolId::Binary) => WireDialect::FRAMED_BINARY,
+            Dialect::Framed(ProtocolId::Compact) => WireDialect::FRAMED_COMPACT,
+            Dialect::Unframed(ProtocolId::Binary) => WireDialect::UNFRAMED_BINARY,
+            Dialect::Unframed(ProtocolId::Compact) => WireDialect::UNFRAMED_COMPACT,
         };
         Client {
             stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
-            decoder: ThriftDecoder::for_client(ct, 1 << 24),
+            decoder: ThriftDecoder::for_dialect(ct, 1 << 24),
         }
     }
 

@@ -13,8 +13,8 @@ use tracebridge::codec::thrift::exception::encode_exception;
 use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::header::{self, HeaderHead, Transform, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
+use tracebridge::codec::thrift::{encode_message_header, transcode_struct};
 use tracebridge::trace::{Format, Propagator, pool};
-use tracebridge::upstream::thrift::{encode_message_header, transcode_struct};
 
 fn fixture(name: &str) -> Bytes {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

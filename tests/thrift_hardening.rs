@@ -23,11 +23,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead};
 use tracebridge::app::{self, RunningGateway};
-use tracebridge::codec::thrift::ClientType;
+use tracebridge::codec::thrift::Dialect as WireDialect;
+use tracebridge::codec::thrift::encode_message_header;
 use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::header::{HeaderHead, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
-use tracebridge::upstream::thrift::encode_message_header;
 
 /// `TApplicationException` types (Apache `TApplicationException`).
 const INTERNAL_ERROR: i32 = 6;
@@ -246,7 +246,7 @@ impl Client {
         Client {
             stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
-            decoder: ThriftDecoder::for_client(ClientType::Header, 1 << 24),
+            decoder: ThriftDecoder::for_dialect(WireDialect::HEADER, 1 << 24),
         }
     }
 

@@ -8,11 +8,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
+use tracebridge::codec::thrift::encode_message_header;
 use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::header::{HeaderHead, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
 use tracebridge::config::{ThriftProtocol, ThriftTransport, UpstreamConfig, UpstreamProtocol};
-use tracebridge::upstream::thrift::{ThriftCall, ThriftUpstream, encode_message_header};
+use tracebridge::upstream::thrift::{ThriftCall, ThriftUpstream};
 
 /// A THeader/framed server that collects `batch` calls, then answers them in reverse order,
 /// echoing each call's args as the reply and each call's info headers back.
@@ -119,7 +120,7 @@ async fn many_calls(transport: ThriftTransport, protocol: ThriftProtocol) {
         let got = if reply.protocol == ProtocolId::Binary {
             reply.args.clone()
         } else {
-            tracebridge::upstream::thrift::transcode_struct(
+            tracebridge::codec::thrift::transcode_struct(
                 &reply.args,
                 reply.protocol,
                 ProtocolId::Binary,

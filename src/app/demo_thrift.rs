@@ -26,15 +26,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use crate::codec::thrift::detect::ClientType;
 use crate::codec::thrift::exception::{PROTOCOL_ERROR, encode_exception};
 use crate::codec::thrift::frame::{Frame, ThriftDecoder};
 use crate::codec::thrift::header::{HeaderFrame, HeaderHead, encode_head};
 use crate::codec::thrift::message::{MessageType, ProtocolId, peek_message};
 use crate::codec::thrift::{DEFAULT_MAX_FRAME_SIZE, InfoHeaders};
+use crate::codec::thrift::{Dialect, encode_message_header};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::trace::{Format, Propagator, TraceContext};
-use crate::upstream::thrift::encode_message_header;
 
 /// The one method the demo upstream implements.
 pub(super) const METHOD: &str = "greet";
@@ -116,7 +115,7 @@ async fn serve_connection(
     seen: mpsc::UnboundedSender<String>,
 ) {
     let (read, mut write) = stream.into_split();
-    let decoder = ThriftDecoder::for_client(ClientType::Header, DEFAULT_MAX_FRAME_SIZE);
+    let decoder = ThriftDecoder::for_dialect(Dialect::HEADER, DEFAULT_MAX_FRAME_SIZE);
     let mut frames = FramedRead::new(read, decoder);
     while let Some(Ok(frame)) = frames.next().await {
         let reply = match frame {
@@ -370,7 +369,7 @@ async fn call_greet(
         .write_all(&frame)
         .await
         .map_err(|e| caller_error("cannot send the sample call").with_source(e))?;
-    let decoder = ThriftDecoder::for_client(ClientType::Header, DEFAULT_MAX_FRAME_SIZE);
+    let decoder = ThriftDecoder::for_dialect(Dialect::HEADER, DEFAULT_MAX_FRAME_SIZE);
     let h = match FramedRead::new(stream, decoder).next().await {
         Some(Ok(Frame::Header(h))) => h,
         Some(Ok(other)) => return Err(caller_error(format!("unexpected reply {other:?}"))),

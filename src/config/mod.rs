@@ -310,25 +310,11 @@ pub enum UpstreamProtocol {
     Thrift,
 }
 
-/// Thrift transport of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThriftTransport {
-    /// THeader.
-    Header,
-    /// Framed.
-    Framed,
-    /// Unframed (buffered).
-    Unframed,
-}
+/// Thrift transport of an upstream (the codec's one dialect type names it).
+pub use crate::codec::thrift::Transport as ThriftTransport;
 
 /// Thrift protocol of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThriftProtocol {
-    /// TBinaryProtocol.
-    Binary,
-    /// TCompactProtocol.
-    Compact,
-}
+pub use crate::codec::thrift::ProtocolId as ThriftProtocol;
 
 /// Every error found in a config, each with its key path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,16 +27,16 @@ use tokio_util::task::TaskTracker;
 use super::http::Limits;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
-use crate::codec::thrift::header::{HeaderHead, InfoHeaders, encode_head};
-use crate::codec::thrift::{MessageType, ProtocolId, ThriftError, peek_message};
-use crate::config::ThriftTransport;
+use crate::codec::thrift::header::InfoHeaders;
+use crate::codec::thrift::{
+    Dialect, HeaderFields, MessageType, ProtocolId, ThriftError, Transport, encode_message_header,
+    peek_message, transcode_struct,
+};
 use crate::error::{ErrorKind, GatewayError, Side};
+use crate::io::write_all_vectored;
 use crate::pipeline::{self, Adapter, Recorded, Recorder, RoutePolicy, Routed, Stage, respond};
 use crate::trace::Carrier;
-use crate::upstream::thrift::{
-    ThriftCall as ThriftForward, ThriftReply, ThriftUpstream, encode_message_header,
-    transcode_struct, write_all_vectored,
-};
+use crate::upstream::thrift::{ThriftCall as ThriftForward, ThriftReply, ThriftUpstream};
 
 /// Calls of one connection in flight at once; further frames wait in the socket.
 pub const MAX_PIPELINE: usize = 64;
@@ -159,74 +159,60 @@ impl Connection {
     }
 }
 
-/// How the client framed its call; the reply is framed the same way.
+/// How the client framed its call; the reply is framed the same way (a THeader reply echoes
+/// the request's flags and header seq id).
 #[derive(Debug, Clone, Copy)]
-enum Dialect {
-    Header {
-        flags: u16,
-        seq_id: u32,
-        protocol: ProtocolId,
-    },
-    Framed(ProtocolId),
-    Unframed(ProtocolId),
+struct Framing {
+    dialect: Dialect,
+    flags: u16,
+    seq_id: u32,
 }
 
-impl Dialect {
+impl Framing {
+    fn of(dialect: Dialect) -> Self {
+        Framing {
+            dialect,
+            flags: 0,
+            seq_id: 0,
+        }
+    }
+
     fn protocol(self) -> ProtocolId {
-        match self {
-            Dialect::Header { protocol, .. }
-            | Dialect::Framed(protocol)
-            | Dialect::Unframed(protocol) => protocol,
-        }
+        self.dialect.protocol
     }
 
-    fn as_str(self) -> &'static str {
-        match self {
-            Dialect::Header { .. } => "header",
-            Dialect::Framed(ProtocolId::Binary) => "framed_binary",
-            Dialect::Framed(ProtocolId::Compact) => "framed_compact",
-            Dialect::Unframed(ProtocolId::Binary) => "unframed_binary",
-            Dialect::Unframed(ProtocolId::Compact) => "unframed_compact",
-        }
-    }
-
-    /// The parts of one reply message: frame head (if any), message head, body.
+    /// The parts of one reply message: frame head, message head, body.
     fn wrap(self, info: &[(Bytes, Bytes)], message: [Bytes; 2]) -> Vec<Bytes> {
         let payload_len = message[0].len() + message[1].len();
-        let mut parts = Vec::with_capacity(3);
-        match self {
-            Dialect::Header {
-                flags,
-                seq_id,
-                protocol,
-            } => {
-                let mut head = BytesMut::with_capacity(64);
-                let h = HeaderHead {
-                    flags,
-                    seq_id,
-                    protocol,
-                    transforms: &[],
-                    info,
-                    persistent: &[],
-                };
-                if encode_head(&h, payload_len, &mut head).is_err() {
-                    // The upstream's info headers do not fit a THeader head: drop them rather
-                    // than the reply.
-                    head.clear();
-                    let bare = HeaderHead { info: &[], ..h };
-                    if encode_head(&bare, payload_len, &mut head).is_err() {
-                        return Vec::new();
-                    }
-                }
-                parts.push(head.freeze());
+        let fields = HeaderFields {
+            flags: self.flags,
+            seq_id: self.seq_id,
+            info,
+            persistent: &[],
+        };
+        let mut head = BytesMut::with_capacity(64);
+        if self
+            .dialect
+            .encode_frame_head(&fields, payload_len, &mut head)
+            .is_err()
+        {
+            // The upstream's info headers do not fit a THeader head: drop them rather than
+            // the reply.
+            head.clear();
+            let bare = HeaderFields {
+                info: &[],
+                ..fields
+            };
+            if self
+                .dialect
+                .encode_frame_head(&bare, payload_len, &mut head)
+                .is_err()
+            {
+                return Vec::new();
             }
-            Dialect::Framed(_) => {
-                parts.push(Bytes::copy_from_slice(&(payload_len as u32).to_be_bytes()));
-            }
-            Dialect::Unframed(_) => {}
         }
-        parts.extend(message);
-        parts
+        let [message_head, body] = message;
+        vec![head.freeze(), message_head, body]
     }
 }
 
@@ -257,7 +243,7 @@ async fn handle_frame(
         client,
         CallRequest::Thrift {
             name: Bytes::copy_from_slice(adapter.name.as_bytes()),
-            dialect: adapter.dialect.as_str(),
+            dialect: adapter.framing.dialect.as_str(),
         },
     );
     pipeline::run(&stage, adapter, call, req).await
@@ -266,23 +252,29 @@ async fn handle_frame(
 /// Unpacks a frame into the adapter (how to answer) and the request (what to forward).
 /// Frames that cannot be decoded are counted here and answered by the pipeline.
 fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
-    let (dialect, payload, info, persistent) = match frame {
+    let (framing, payload, info, persistent) = match frame {
         Frame::Header(h) => (
-            Dialect::Header {
+            Framing {
+                dialect: Dialect::new(Transport::Header, h.protocol),
                 flags: h.flags,
                 seq_id: h.seq_id,
-                protocol: h.protocol,
             },
             h.payload,
             h.info,
             h.persistent,
         ),
-        Frame::Framed { protocol, message } => {
-            (Dialect::Framed(protocol), message, Vec::new(), Vec::new())
-        }
-        Frame::Unframed { protocol, message } => {
-            (Dialect::Unframed(protocol), message, Vec::new(), Vec::new())
-        }
+        Frame::Framed { protocol, message } => (
+            Framing::of(Dialect::new(Transport::Framed, protocol)),
+            message,
+            Vec::new(),
+            Vec::new(),
+        ),
+        Frame::Unframed { protocol, message } => (
+            Framing::of(Dialect::new(Transport::Unframed, protocol)),
+            message,
+            Vec::new(),
+            Vec::new(),
+        ),
         Frame::Invalid {
             flags,
             seq_id,
@@ -294,10 +286,10 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
                 .recorder
                 .metrics
                 .decode_error("thrift", error.reason());
-            let dialect = Dialect::Header {
+            let dialect = Framing {
+                dialect: Dialect::new(Transport::Header, protocol),
                 flags,
                 seq_id,
-                protocol,
             };
             let kind = match error {
                 ThriftError::UnknownTransform(_) | ThriftError::RepeatedTransform(_) => {
@@ -310,10 +302,10 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
             return (adapter, ThriftIn { decoded: Err(err) });
         }
     };
-    match peek_message(&payload, dialect.protocol()) {
+    match peek_message(&payload, framing.protocol()) {
         Ok(Some(h)) if matches!(h.kind, MessageType::Call | MessageType::Oneway) => {
             let adapter = ThriftCall::new(
-                dialect,
+                framing,
                 h.name.to_owned(),
                 h.seq_id,
                 h.kind == MessageType::Oneway,
@@ -343,7 +335,7 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
             };
             stage.recorder.metrics.decode_error("thrift", reason);
             let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why);
-            let adapter = ThriftCall::new(dialect, String::new(), 0, false);
+            let adapter = ThriftCall::new(framing, String::new(), 0, false);
             (adapter, ThriftIn { decoded: Err(err) })
         }
     }
@@ -351,16 +343,16 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
 
 /// The Thrift adapter's per-call state: how to answer the caller.
 struct ThriftCall {
-    dialect: Dialect,
+    framing: Framing,
     name: String,
     seq_id: i32,
     oneway: bool,
 }
 
 impl ThriftCall {
-    fn new(dialect: Dialect, name: String, seq_id: i32, oneway: bool) -> Self {
+    fn new(framing: Framing, name: String, seq_id: i32, oneway: bool) -> Self {
         ThriftCall {
-            dialect,
+            framing,
             name,
             seq_id,
             oneway,
@@ -405,10 +397,11 @@ impl Adapter for ThriftCall {
     }
 
     fn reject_hint(&self) -> Option<String> {
-        (!matches!(self.dialect, Dialect::Header { .. })).then(|| {
+        let dialect = self.framing.dialect;
+        (!dialect.carries_headers()).then(|| {
             format!(
                 "this client speaks {}, which cannot carry headers; THeader can",
-                self.dialect.as_str()
+                dialect.as_str()
             )
         })
     }
@@ -420,15 +413,12 @@ impl Adapter for ThriftCall {
         req: ThriftIn,
     ) -> Result<UpstreamCall, GatewayError> {
         let d = req.decoded?;
-        let header = route.upstream.transport() == ThriftTransport::Header;
-        let flags = match self.dialect {
-            Dialect::Header { flags, .. } => flags,
-            _ => 0,
-        };
+        let header = route.upstream.dialect().carries_headers();
+        let flags = self.framing.flags;
         let call = ThriftForward {
             name: Bytes::copy_from_slice(self.name.as_bytes()),
             kind: d.kind,
-            protocol: self.dialect.protocol(),
+            protocol: self.framing.protocol(),
             args: d.payload.slice(d.body_offset..),
             // Non-THeader upstreams cannot carry info headers at all.
             info: if header { d.info } else { Vec::new() },
@@ -462,7 +452,7 @@ impl Adapter for ThriftCall {
             };
             return None;
         };
-        match reply_parts(self.dialect, &self.name, self.seq_id, reply) {
+        match reply_parts(self.framing, &self.name, self.seq_id, reply) {
             Ok((parts, code)) => {
                 call.bytes_out = parts.iter().map(|p| p.len() as u64).sum();
                 call.outcome = Outcome::Answered { code };
@@ -473,9 +463,9 @@ impl Adapter for ThriftCall {
     }
 
     fn respond_error(self, mut call: Recorded, err: GatewayError) -> Option<Vec<Bytes>> {
-        let protocol = self.dialect.protocol();
+        let protocol = self.framing.protocol();
         let message = respond::thrift(&mut call, &err, protocol, &self.name, self.seq_id);
-        (!self.oneway).then(|| self.dialect.wrap(&[], [Bytes::new(), message]))
+        (!self.oneway).then(|| self.framing.wrap(&[], [Bytes::new(), message]))
     }
 }
 
@@ -502,12 +492,12 @@ impl UpstreamCall {
 
 /// The client's reply: its seqid, its protocol (re-encoded only if the upstream's differs).
 fn reply_parts(
-    dialect: Dialect,
+    framing: Framing,
     name: &str,
     seq_id: i32,
     reply: ThriftReply,
 ) -> Result<(Vec<Bytes>, Code), GatewayError> {
-    let protocol = dialect.protocol();
+    let protocol = framing.protocol();
     let body = if reply.protocol == protocol {
         reply.args
     } else {
@@ -515,7 +505,7 @@ fn reply_parts(
             GatewayError::new(
                 ErrorKind::UpstreamProtocol,
                 Side::Upstream,
-                format!("upstream reply could not be re-encoded: {}", e.message),
+                format!("upstream reply could not be re-encoded: {e}"),
             )
         })?
     };
@@ -526,5 +516,5 @@ fn reply_parts(
     } else {
         Code::ThriftReply
     };
-    Ok((dialect.wrap(&reply.info, [head.freeze(), body]), code))
+    Ok((framing.wrap(&reply.info, [head.freeze(), body]), code))
 }

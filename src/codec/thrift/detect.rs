@@ -14,57 +14,30 @@
 //! unframed by any THeader server: its first word reads as a frame length.
 
 use super::ThriftError;
+use super::dialect::Dialect;
 
-/// The transport and protocol a client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientType {
-    /// THeader frames (the protocol is named inside each frame).
-    Header,
-    /// Framed, binary protocol.
-    FramedBinary,
-    /// Framed, compact protocol.
-    FramedCompact,
-    /// Unframed (buffered), strict binary protocol.
-    UnframedBinary,
-    /// Unframed (buffered), compact protocol.
-    UnframedCompact,
-}
-
-impl ClientType {
-    /// A stable name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientType::Header => "header",
-            ClientType::FramedBinary => "framed_binary",
-            ClientType::FramedCompact => "framed_compact",
-            ClientType::UnframedBinary => "unframed_binary",
-            ClientType::UnframedCompact => "unframed_compact",
-        }
-    }
-}
-
-/// Detects the client type from the start of a connection's bytes. `Ok(None)`: need more bytes.
-pub fn detect(buf: &[u8]) -> Result<Option<ClientType>, ThriftError> {
+/// Detects the client's dialect from the start of a connection's bytes. `Ok(None)`: need more bytes.
+pub fn detect(buf: &[u8]) -> Result<Option<Dialect>, ThriftError> {
     if buf.len() < 4 {
         return Ok(None);
     }
     let w1 = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if w1 & 0xFFFF_0000 == 0x8001_0000 {
-        return Ok(Some(ClientType::UnframedBinary));
+        return Ok(Some(Dialect::UNFRAMED_BINARY));
     }
     if buf[0] == 0x82 && buf[1] & 0x1F == 0x01 {
-        return Ok(Some(ClientType::UnframedCompact));
+        return Ok(Some(Dialect::UNFRAMED_COMPACT));
     }
     if buf.len() < 8 {
         return Ok(None);
     }
     let w2 = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if w2 & 0xFFFF_0000 == 0x0FFF_0000 {
-        Ok(Some(ClientType::Header))
+        Ok(Some(Dialect::HEADER))
     } else if w2 & 0xFFFF_0000 == 0x8001_0000 {
-        Ok(Some(ClientType::FramedBinary))
+        Ok(Some(Dialect::FRAMED_BINARY))
     } else if buf[4] == 0x82 && buf[5] & 0x1F == 0x01 {
-        Ok(Some(ClientType::FramedCompact))
+        Ok(Some(Dialect::FRAMED_COMPACT))
     } else {
         Err(ThriftError::UnknownTransport(w1))
     }
@@ -76,32 +49,26 @@ mod tests {
 
     #[test]
     fn table() {
-        type Case<'a> = (&'a [u8], Result<Option<ClientType>, ThriftError>);
+        type Case<'a> = (&'a [u8], Result<Option<Dialect>, ThriftError>);
         let cases: &[Case<'_>] = &[
             (
                 &[0x80, 0x01, 0x00, 0x01],
-                Ok(Some(ClientType::UnframedBinary)),
+                Ok(Some(Dialect::UNFRAMED_BINARY)),
             ),
             (&[0x82, 0x21, 0x00], Ok(None)),
             (
                 &[0x82, 0x21, 0x00, 0x04],
-                Ok(Some(ClientType::UnframedCompact)),
+                Ok(Some(Dialect::UNFRAMED_COMPACT)),
             ),
-            (
-                &[0, 0, 0, 20, 0x0F, 0xFF, 0, 0],
-                Ok(Some(ClientType::Header)),
-            ),
-            (
-                &[0, 0, 0, 20, 0x0F, 0xFF, 0, 1],
-                Ok(Some(ClientType::Header)),
-            ),
+            (&[0, 0, 0, 20, 0x0F, 0xFF, 0, 0], Ok(Some(Dialect::HEADER))),
+            (&[0, 0, 0, 20, 0x0F, 0xFF, 0, 1], Ok(Some(Dialect::HEADER))),
             (
                 &[0, 0, 0, 20, 0x80, 0x01, 0, 1],
-                Ok(Some(ClientType::FramedBinary)),
+                Ok(Some(Dialect::FRAMED_BINARY)),
             ),
             (
                 &[0, 0, 0, 20, 0x82, 0x21, 0, 1],
-                Ok(Some(ClientType::FramedCompact)),
+                Ok(Some(Dialect::FRAMED_COMPACT)),
             ),
             (
                 &[0, 0, 0, 20, 0x82, 0x22, 0, 1],

@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::message::{MessageType, ProtocolId};
+use super::message::{MessageType, ProtocolId, encode_message_header};
 use super::varint;
 
 /// `TApplicationException` type INVALID_TRANSFORM.
@@ -26,12 +26,9 @@ pub fn encode_exception(
     message: &str,
 ) -> Bytes {
     let mut o = BytesMut::with_capacity(32 + name.len() + message.len());
+    encode_message_header(&mut o, protocol, name, MessageType::Exception, seq_id);
     match protocol {
         ProtocolId::Binary => {
-            o.put_u32(0x8001_0000 | u32::from(MessageType::Exception.as_u8()));
-            o.put_i32(name.len() as i32);
-            o.put_slice(name.as_bytes());
-            o.put_i32(seq_id);
             o.put_u8(11); // field 1: string
             o.put_i16(1);
             o.put_i32(message.len() as i32);
@@ -42,11 +39,6 @@ pub fn encode_exception(
             o.put_u8(0);
         }
         ProtocolId::Compact => {
-            o.put_u8(0x82);
-            o.put_u8((MessageType::Exception.as_u8() << 5) | 0x01);
-            varint::write_u32(&mut o, seq_id as u32);
-            varint::write_u32(&mut o, name.len() as u32);
-            o.put_slice(name.as_bytes());
             o.put_u8(0x18); // field 1 (delta 1), binary
             varint::write_u32(&mut o, message.len() as u32);
             o.put_slice(message.as_bytes());

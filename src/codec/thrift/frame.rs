@@ -9,7 +9,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::detect::{ClientType, detect};
+use super::detect::detect;
+use super::dialect::{Dialect, Transport};
 use super::header::{self, HeaderFrame};
 use super::message::ProtocolId;
 use super::walk::message_len;
@@ -65,30 +66,30 @@ pub enum DecodeError {
 /// The server-side decoder of one downstream connection.
 #[derive(Debug, Clone)]
 pub struct ThriftDecoder {
-    client: Option<ClientType>,
+    dialect: Option<Dialect>,
     max_frame: u32,
 }
 
 impl ThriftDecoder {
-    /// A decoder that detects the client type from the first bytes.
+    /// A decoder that detects the client's dialect from the first bytes.
     pub fn new(max_frame: u32) -> Self {
         ThriftDecoder {
-            client: None,
+            dialect: None,
             max_frame,
         }
     }
 
-    /// A decoder for a known transport (upstream replies).
-    pub fn for_client(client: ClientType, max_frame: u32) -> Self {
+    /// A decoder for a known dialect (upstream replies).
+    pub fn for_dialect(dialect: Dialect, max_frame: u32) -> Self {
         ThriftDecoder {
-            client: Some(client),
+            dialect: Some(dialect),
             max_frame,
         }
     }
 
-    /// The detected client type, once known.
-    pub fn client_type(&self) -> Option<ClientType> {
-        self.client
+    /// The detected dialect, once known.
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.dialect
     }
 }
 
@@ -97,18 +98,19 @@ impl Decoder for ThriftDecoder {
     type Error = DecodeError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        let client = match self.client {
-            Some(c) => c,
+        let dialect = match self.dialect {
+            Some(d) => d,
             None => match detect(src)? {
-                Some(c) => {
-                    self.client = Some(c);
-                    c
+                Some(d) => {
+                    self.dialect = Some(d);
+                    d
                 }
                 None => return Ok(None),
             },
         };
-        match client {
-            ClientType::Header | ClientType::FramedBinary | ClientType::FramedCompact => {
+        let protocol = dialect.protocol;
+        match dialect.transport {
+            Transport::Header | Transport::Framed => {
                 let Some(total) = header::frame_len(src, self.max_frame)? else {
                     return Ok(None);
                 };
@@ -118,39 +120,26 @@ impl Decoder for ThriftDecoder {
                     return Ok(None);
                 }
                 let frame = src.split_to(total).freeze();
-                Ok(Some(match client {
-                    ClientType::Header => decode_header(frame, self.max_frame),
-                    ClientType::FramedBinary => Frame::Framed {
-                        protocol: ProtocolId::Binary,
-                        message: frame.slice(4..),
-                    },
+                Ok(Some(match dialect.transport {
+                    Transport::Header => decode_header(frame, self.max_frame),
                     _ => Frame::Framed {
-                        protocol: ProtocolId::Compact,
+                        protocol,
                         message: frame.slice(4..),
                     },
                 }))
             }
-            ClientType::UnframedBinary | ClientType::UnframedCompact => {
-                let protocol = if client == ClientType::UnframedBinary {
-                    ProtocolId::Binary
-                } else {
-                    ProtocolId::Compact
-                };
-                match message_len(src, protocol)? {
-                    Some(n) => Ok(Some(Frame::Unframed {
-                        protocol,
-                        message: src.split_to(n).freeze(),
-                    })),
-                    None if src.len() > self.max_frame as usize => {
-                        Err(ThriftError::FrameTooLarge {
-                            size: src.len() as u64,
-                            max: u64::from(self.max_frame),
-                        }
-                        .into())
-                    }
-                    None => Ok(None),
+            Transport::Unframed => match message_len(src, protocol)? {
+                Some(n) => Ok(Some(Frame::Unframed {
+                    protocol,
+                    message: src.split_to(n).freeze(),
+                })),
+                None if src.len() > self.max_frame as usize => Err(ThriftError::FrameTooLarge {
+                    size: src.len() as u64,
+                    max: u64::from(self.max_frame),
                 }
-            }
+                .into()),
+                None => Ok(None),
+            },
         }
     }
 
@@ -227,7 +216,7 @@ mod tests {
         let mut d = ThriftDecoder::new(1 << 20);
         let frames = drain(&mut d, &bytes, 3);
         assert_eq!(frames.len(), 2);
-        assert_eq!(d.client_type(), Some(ClientType::UnframedBinary));
+        assert_eq!(d.dialect(), Some(Dialect::UNFRAMED_BINARY));
         assert_eq!(
             frames[0],
             Frame::Unframed {

@@ -8,6 +8,8 @@
 //! ```
 //! Types: 1 CALL, 2 REPLY, 3 EXCEPTION, 4 ONEWAY (no reply is ever sent for ONEWAY).
 
+use bytes::{BufMut, BytesMut};
+
 use super::{ThriftError, varint};
 
 /// The payload protocol.
@@ -192,6 +194,32 @@ fn peek_compact(buf: &[u8]) -> Result<Option<MessageHeader<'_>>, ThriftError> {
         body_offset: pos + len,
         strict: true,
     }))
+}
+
+/// Writes a message header (name, type, seqid) in `protocol`: the encoder of what
+/// [`peek_message`] reads.
+pub fn encode_message_header(
+    out: &mut BytesMut,
+    protocol: ProtocolId,
+    name: &str,
+    kind: MessageType,
+    seq_id: i32,
+) {
+    match protocol {
+        ProtocolId::Binary => {
+            out.put_u32(0x8001_0000 | u32::from(kind.as_u8()));
+            out.put_i32(name.len() as i32);
+            out.put_slice(name.as_bytes());
+            out.put_i32(seq_id);
+        }
+        ProtocolId::Compact => {
+            out.put_u8(0x82);
+            out.put_u8((kind.as_u8() << 5) | 0x01);
+            varint::write_u32(out, seq_id as u32);
+            varint::write_u32(out, name.len() as u32);
+            out.put_slice(name.as_bytes());
+        }
+    }
 }
 
 #[cfg(test)]

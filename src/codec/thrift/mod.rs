@@ -6,6 +6,7 @@
 //! (summarised in the project's `theader.md`); the tests here prove each one the code relies on.
 
 pub mod detect;
+pub mod dialect;
 pub mod exception;
 pub mod frame;
 pub mod header;
@@ -13,9 +14,11 @@ pub mod message;
 pub mod varint;
 pub mod walk;
 
-pub use detect::{ClientType, detect};
+pub use detect::detect;
+pub use dialect::{Dialect, HeaderFields, Transport};
 pub use header::{HeaderFrame, InfoHeaders, Transform};
-pub use message::{MessageHeader, MessageType, ProtocolId, peek_message};
+pub use message::{MessageHeader, MessageType, ProtocolId, encode_message_header, peek_message};
+pub use walk::transcode_struct;
 
 /// Why Thrift bytes could not be decoded. "Need more bytes" is `Ok(None)`, never an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -22,9 +22,9 @@
 //! size 0). Generated readers of the Apache languages ignore the element types of an empty
 //! map; tests/thrift_golden.rs pins the difference against Python's own encoding.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
-use super::message::{MessageType, ProtocolId, peek_message};
+use super::message::{MessageType, ProtocolId, encode_message_header, peek_message};
 use super::{ThriftError, varint};
 
 /// Deepest nesting of structs and containers accepted.
@@ -520,6 +520,25 @@ pub fn transcode(
         out.truncate(start);
     }
     result
+}
+
+/// Re-encodes an argument or result struct between protocols (wrapped in a throwaway
+/// message head so the walker can run, the head cut off again).
+pub fn transcode_struct(
+    args: &[u8],
+    from: ProtocolId,
+    to: ProtocolId,
+) -> Result<Bytes, ThriftError> {
+    let mut wrapped = BytesMut::with_capacity(args.len() + 16);
+    encode_message_header(&mut wrapped, from, "x", MessageType::Call, 0);
+    wrapped.extend_from_slice(args);
+    let mut out = BytesMut::with_capacity(args.len() + 16);
+    if transcode(&wrapped, from, to, &mut out)?.is_none() {
+        return Err(ThriftError::BadMessage("the Thrift struct is truncated"));
+    }
+    let mut head = BytesMut::new();
+    encode_message_header(&mut head, to, "x", MessageType::Call, 0);
+    Ok(out.freeze().slice(head.len()..))
 }
 
 #[cfg(test)]

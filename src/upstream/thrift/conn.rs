@@ -19,10 +19,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::{ThriftReply, write_all_vectored};
-use crate::codec::thrift::detect::ClientType;
+use super::ThriftReply;
+use crate::codec::thrift::Dialect;
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
 use crate::codec::thrift::message::{MessageType, peek_message};
+use crate::io::write_all_vectored;
 
 /// A reply, or the cause the connection died before it came.
 type Outcome = Result<ThriftReply, String>;
@@ -141,12 +142,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts the writer and reader tasks of a connected stream.
-pub(super) fn spawn(stream: TcpStream, client: ClientType, max_frame: u32) -> Conn {
+pub(super) fn spawn(stream: TcpStream, dialect: Dialect, max_frame: u32) -> Conn {
     let (read, write) = stream.into_split();
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let link = Arc::new(Link::default());
     tokio::spawn(write_calls(write, rx, link.clone()));
-    let frames = FramedRead::new(read, ThriftDecoder::for_client(client, max_frame));
+    let frames = FramedRead::new(read, ThriftDecoder::for_dialect(dialect, max_frame));
     tokio::spawn(read_replies(frames, link.clone()));
     Conn {
         tx,
