@@ -257,7 +257,8 @@ pub enum Request {
 pub struct Call {
     /// The listener it arrived on.
     pub listener: Arc<str>,
-    /// What the caller speaks (may become `JsonGrpc` once a bridge binding matched).
+    /// What the caller speaks (a plain HTTP caller becomes `JsonGrpc` once routed to a
+    /// bridged route).
     pub protocol: Protocol,
     /// The caller's address.
     pub client: SocketAddr,

@@ -179,7 +179,7 @@ impl Adapter for HttpCall {
     fn route(
         &mut self,
         stage: &HttpStage,
-        _call: &mut Call,
+        call: &mut Call,
         req: &Request<Incoming>,
     ) -> Result<Arc<HttpRoute>, GatewayError> {
         let Some(route) = stage.router.match_http(&HttpRequestView::of(req)) else {
@@ -189,6 +189,11 @@ impl Adapter for HttpCall {
                 format!("no route for {} {}", req.method(), req.uri().path()),
             ));
         };
+        // A plain HTTP caller on a bridged route is a JSON → gRPC call from here on, also when
+        // it fails before the bridge phase (a rejection): one protocol label per route.
+        if route.bridge.is_some() && call.protocol == Protocol::Http {
+            call.protocol = Protocol::JsonGrpc;
+        }
         // A request that already crossed this gateway MAX_OWN_HOPS times is looping.
         if own_hops(req.headers()) >= MAX_OWN_HOPS {
             return Err(GatewayError::new(
@@ -232,7 +237,7 @@ impl Adapter for HttpCall {
         if let Some(b) = route
             .bridge
             .as_ref()
-            .filter(|_| call.protocol == Protocol::Http)
+            .filter(|_| call.protocol == Protocol::JsonGrpc)
         {
             let (parts, body) = req.into_parts();
             // Plain HTTP callers have no deadline of their own: the route's timeout travels.

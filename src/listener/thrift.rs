@@ -325,17 +325,26 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
             )
         }
         other => {
-            let (reason, why) = match other {
+            // A message head that was read names the call the client will match the
+            // exception to; an unreadable one has no name or seqid to echo.
+            let (reason, why, name, seq_id) = match other {
                 Ok(Some(h)) => (
                     "bad_message_type",
                     format!("expected a CALL or ONEWAY message, got {:?}", h.kind),
+                    h.name.to_owned(),
+                    h.seq_id,
                 ),
-                Ok(None) => ("truncated", "the Thrift message is truncated".to_owned()),
-                Err(e) => (e.reason(), e.to_string()),
+                Ok(None) => (
+                    "truncated",
+                    "the Thrift message is truncated".to_owned(),
+                    String::new(),
+                    0,
+                ),
+                Err(e) => (e.reason(), e.to_string(), String::new(), 0),
             };
             stage.recorder.metrics.decode_error("thrift", reason);
             let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why);
-            let adapter = ThriftCall::new(framing, String::new(), 0, false);
+            let adapter = ThriftCall::new(framing, name, seq_id, false);
             (adapter, ThriftIn { decoded: Err(err) })
         }
     }

@@ -211,3 +211,66 @@ pub fn traceparent(headers: &HeaderMap) -> (String, String, String) {
         parts[3].to_owned(),
     )
 }
+
+pub mod thrift;
+
+/// Everything a caller got back over HTTP: status, headers, the whole body and the trailers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// Sends `req` over HTTP/1.1 or h2c prior knowledge and collects the whole answer, trailers
+/// included; panics if it takes more than 5 s.
+pub async fn exchange(http2: bool, req: Request<Full<Bytes>>) -> Reply {
+    let answer = async {
+        let resp = client(http2).request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("no answer within 5 s")
+}
+
+/// The admin listener's `/metrics` text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    let (status, _, body) = send(false, admin, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, StatusCode::OK, "GET /metrics");
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The samples of the counter `families` in a scrape, as `name{labels}` → value.
+pub fn counters(text: &str, families: &[&str]) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            families
+                .iter()
+                .any(|f| series.strip_prefix(f).is_some_and(|r| r.starts_with('{')))
+        })
+        .map(|(series, value)| {
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("{series} {value}"));
+            (series.to_owned(), value as u64)
+        })
+        .collect()
+}
+
+/// Whether `s` is a W3C trace id as the gateway shows it: 32 lower-case hex digits, not all
+/// zero.
+pub fn is_trace_id(s: &str) -> bool {
+    s.len() == 32
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && s.bytes().any(|b| b != b'0')
+}

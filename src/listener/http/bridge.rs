@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::{RecordedBody, ResponseBody};
 use crate::bridge::reply::{GrpcStatus, ReplyDecoder, ReplyEvent};
 use crate::bridge::{JsonGrpcBridge, status};
-use crate::call::{Call, Code, Outcome, Protocol};
+use crate::call::{Call, Code, Outcome};
 use crate::codec::grpc;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::pipeline::respond::{http_error, json_response};
@@ -50,7 +50,6 @@ pub(super) async fn request(
     call: &mut Call,
     timeout: Duration,
 ) -> Result<(Request<UpstreamBody>, BridgedCall), GatewayError> {
-    call.protocol = Protocol::JsonGrpc;
     let matched = bridge.find(&parts.method, parts.uri.path())?;
     let binding = matched.binding;
     let method = bridge
