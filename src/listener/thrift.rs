@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::http::Limits;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
-use crate::codec::thrift::header::{HeaderHead, InfoHeaders, encode_head};
+use crate::codec::thrift::header::{HeaderHead, InfoHeaders, encode_head, info_list};
 use crate::codec::thrift::{MessageType, ProtocolId, ThriftError, peek_message};
 use crate::config::ThriftTransport;
 use crate::error::{ErrorKind, GatewayError, Side};
@@ -417,7 +417,7 @@ impl Adapter for ThriftCall {
         route: &ThriftRoute,
         req: ThriftIn,
     ) -> Result<UpstreamCall, GatewayError> {
-        let d = req.decoded?;
+        let mut d = req.decoded?;
         let header = route.upstream.transport() == ThriftTransport::Header;
         let flags = match self.dialect {
             Dialect::Header { flags, .. } => flags,
@@ -428,8 +428,15 @@ impl Adapter for ThriftCall {
             kind: d.kind,
             protocol: self.dialect.protocol(),
             args: d.payload.slice(d.body_offset..),
-            // Non-THeader upstreams cannot carry info headers at all.
-            info: if header { d.info } else { Vec::new() },
+            // Non-THeader upstreams cannot carry info headers at all. The upstream's list is
+            // the inject carrier: a reused one, as the decoded list may have no room left.
+            info: if header {
+                let mut info = info_list();
+                info.append(&mut d.info);
+                info
+            } else {
+                Vec::new()
+            },
             persistent: if header { d.persistent } else { Vec::new() },
             flags,
         };

@@ -19,7 +19,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::thrift::detect::ClientType;
 use crate::codec::thrift::frame::{Frame, ThriftDecoder};
-use crate::codec::thrift::header::{HeaderHead, InfoHeaders, Transform, encode_head};
+use crate::codec::thrift::header::{HeaderHead, InfoHeaders, Transform, encode_head, recycle_info};
 use crate::codec::thrift::message::{MessageType, ProtocolId, peek_message};
 use crate::codec::thrift::walk::transcode;
 use crate::codec::thrift::{DEFAULT_MAX_FRAME_SIZE, varint};
@@ -132,6 +132,8 @@ impl ThriftUpstream {
         let conn = self.connection(index).await?;
         let seq_id = conn.next_seq.fetch_add(1, Ordering::Relaxed);
         let parts = self.encode(&call, seq_id)?;
+        // The info headers are in the frame head now: the list serves a later call.
+        recycle_info(call.info);
         let reply = if call.kind == MessageType::Oneway {
             None
         } else {
