@@ -2,14 +2,26 @@
 //! Jaeger context from a request's headers, make the gateway's child context, strip and inject
 //! the configured formats into the headers (HTTP) or a THeader info list, with a counting
 //! global allocator.
+//!
+//! - [`per_call`]: the gateway's own per-call code (route, extract, enforce, sample, inject,
+//!   metrics, record) without sockets, phase by phase: 0 allocations at steady state.
+//! - [`whole_request`]: whole proxied HTTP/1.1 requests and THeader calls through the running
+//!   gateway, against a direct connection and a bare proxy, allocations per request reported
+//!   (`cargo test --test alloc -- --nocapture --test-threads 1`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // A global allocator needs `unsafe impl GlobalAlloc`; the crate denies unsafe code, this test
 // binary alone allows it for the counting wrapper around the system allocator.
 #![allow(unsafe_code)]
 
+#[path = "alloc/per_call.rs"]
+mod per_call;
+#[path = "alloc/whole_request.rs"]
+mod whole_request;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
@@ -21,15 +33,32 @@ struct Counting;
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// This thread belongs to the runtime whose allocations [`RuntimeCounter`] counts.
+    static MEMBER: Cell<bool> = const { Cell::new(false) };
 }
 
-// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only counts
-// allocations made on a thread that switched counting on, in that thread's own counter.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+/// Counting on for the member threads of the measured runtime (see [`RuntimeCounter`]).
+static RUNTIME_COUNTING: AtomicBool = AtomicBool::new(false);
+/// Allocations made on member threads while [`RUNTIME_COUNTING`] is on.
+static RUNTIME_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+impl Counting {
+    fn count() {
         if COUNTING.with(Cell::get) {
             ALLOCATIONS.with(|n| n.set(n.get() + 1));
         }
+        if RUNTIME_COUNTING.load(Ordering::Relaxed) && MEMBER.with(Cell::get) {
+            RUNTIME_ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only counts
+// allocations made on a thread that switched counting on (in that thread's own counter), and
+// those made on the measured runtime's threads (in one global counter).
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Counting::count();
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
@@ -38,9 +67,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        }
+        Counting::count();
         // SAFETY: ptr was allocated by System with this layout.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -56,6 +83,55 @@ fn allocations(f: impl FnOnce()) -> usize {
     f();
     COUNTING.with(|c| c.set(false));
     ALLOCATIONS.with(Cell::get)
+}
+
+/// Allocations on this thread so far while counting is on (for per-phase differences).
+fn allocations_so_far() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// Counts allocations on every thread of one tokio runtime: the thread that drives it and
+/// the threads it starts (blocking pool), whatever task runs there. One at a time: holding a
+/// `RuntimeCounter` serialises the tests that use it (the gate and the counter are global).
+struct RuntimeCounter {
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+static RUNTIME_SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl RuntimeCounter {
+    /// Takes the counter; the calling thread becomes a member.
+    fn take() -> Self {
+        let serial = RUNTIME_SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        MEMBER.with(|m| m.set(true));
+        RuntimeCounter { _serial: serial }
+    }
+
+    /// A current-thread runtime whose every thread is a member.
+    fn runtime(&self) -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .on_thread_start(|| MEMBER.with(|m| m.set(true)))
+            .build()
+            .unwrap()
+    }
+
+    fn start(&self) {
+        RUNTIME_ALLOCATIONS.store(0, Ordering::SeqCst);
+        RUNTIME_COUNTING.store(true, Ordering::SeqCst);
+    }
+
+    fn stop(&self) -> usize {
+        RUNTIME_COUNTING.store(false, Ordering::SeqCst);
+        RUNTIME_ALLOCATIONS.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RuntimeCounter {
+    fn drop(&mut self) {
+        RUNTIME_COUNTING.store(false, Ordering::SeqCst);
+        MEMBER.with(|m| m.set(false));
+    }
 }
 
 const ITERATIONS: usize = 10_000;

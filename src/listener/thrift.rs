@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use super::http::Limits;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
-use crate::codec::thrift::header::InfoHeaders;
+use crate::codec::thrift::header::{InfoHeaders, info_list};
 use crate::codec::thrift::{
     Dialect, HeaderFields, MessageType, ProtocolId, ThriftError, Transport, encode_message_header,
     peek_message, transcode_struct,
@@ -421,7 +421,7 @@ impl Adapter for ThriftCall {
         route: &ThriftRoute,
         req: ThriftIn,
     ) -> Result<UpstreamCall, GatewayError> {
-        let d = req.decoded?;
+        let mut d = req.decoded?;
         let header = route.upstream.dialect().carries_headers();
         let flags = self.framing.flags;
         let call = ThriftForward {
@@ -429,8 +429,15 @@ impl Adapter for ThriftCall {
             kind: d.kind,
             protocol: self.framing.protocol(),
             args: d.payload.slice(d.body_offset..),
-            // Non-THeader upstreams cannot carry info headers at all.
-            info: if header { d.info } else { Vec::new() },
+            // Non-THeader upstreams cannot carry info headers at all. The upstream's list is
+            // the inject carrier: a reused one, as the decoded list may have no room left.
+            info: if header {
+                let mut info = info_list();
+                info.append(&mut d.info);
+                info
+            } else {
+                Vec::new()
+            },
             persistent: if header { d.persistent } else { Vec::new() },
             flags,
         };

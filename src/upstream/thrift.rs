@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use self::conn::Conn;
-use crate::codec::thrift::header::InfoHeaders;
+use crate::codec::thrift::header::{InfoHeaders, recycle_info};
 use crate::codec::thrift::{
     DEFAULT_MAX_FRAME_SIZE, Dialect, HeaderFields, MessageType, ProtocolId, Transport,
     encode_message_header, transcode_struct,
@@ -109,7 +109,10 @@ impl ThriftUpstream {
         let conn = self.connection(index).await?;
         let seq_id = conn.next_seq.fetch_add(1, Ordering::Relaxed);
         let parts = self.encode(&call, seq_id)?;
-        let waiter = if call.kind == MessageType::Oneway {
+        let oneway = call.kind == MessageType::Oneway;
+        // The info headers are in the frame head now: the list serves a later call.
+        recycle_info(call.info);
+        let waiter = if oneway {
             None
         } else {
             // Refused only if the connection died since `connection()`: nothing was sent.

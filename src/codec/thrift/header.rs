@@ -18,6 +18,7 @@
 //! Readers stop at the first info id they do not know; Apache readers therefore drop KEYVALUE
 //! blocks written after fbthrift's PKEYVALUE. This encoder writes KEYVALUE first.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -37,6 +38,44 @@ const INFO_PKEYVALUE: u32 = 2;
 
 /// Info headers: keys and values are opaque bytes, case-sensitive, in wire order.
 pub type InfoHeaders = Vec<(Bytes, Bytes)>;
+
+/// Spare info lists kept per thread for [`info_list`].
+const SPARE_LISTS: usize = 32;
+/// A list with room for more pairs than this is freed, not kept (one hostile frame's huge
+/// list does not stay around).
+const SPARE_LIST_PAIRS: usize = 32;
+
+thread_local! {
+    static SPARE: RefCell<Vec<InfoHeaders>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty info list for a call's upstream headers: one that a forwarded call gave back
+/// ([`recycle_info`]) on this thread, else a new one. Trace context is injected into this
+/// list; a reused one has room for it, so injecting allocates nothing at steady state, also
+/// for a client whose decoded list is empty (no info headers sent) or full.
+pub fn info_list() -> InfoHeaders {
+    SPARE
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Gives a list back to this thread's spares once its headers are encoded (emptied; kept
+/// only while the thread holds few spares and the list is small).
+pub fn recycle_info(mut list: InfoHeaders) {
+    if list.capacity() == 0 || list.capacity() > SPARE_LIST_PAIRS {
+        return;
+    }
+    list.clear();
+    let _ = SPARE.try_with(|s| {
+        if let Ok(mut spare) = s.try_borrow_mut()
+            && spare.len() < SPARE_LISTS
+        {
+            spare.push(list);
+        }
+    });
+}
 
 /// A payload transform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -522,5 +561,23 @@ mod tests {
                 max: 65_536
             })
         );
+    }
+
+    #[test]
+    fn info_lists_are_reused_empty_and_small_ones_only() {
+        // Each test runs on its own thread: its spares start empty.
+        let mut list = info_list();
+        list.push((b("traceparent"), b("00-x")));
+        list.push((b("x-trace-raw"), b("AAA=")));
+        let room = list.capacity();
+        recycle_info(list);
+        let again = info_list();
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), room);
+        assert_eq!(info_list().capacity(), 0, "only one spare was given back");
+        let mut big = Vec::with_capacity(SPARE_LIST_PAIRS + 1);
+        big.push((b("k"), b("v")));
+        recycle_info(big);
+        assert_eq!(info_list().capacity(), 0, "a big list is freed, not kept");
     }
 }
