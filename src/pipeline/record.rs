@@ -222,6 +222,18 @@ fn http_facts(
     if let Some(s) = caller_status {
         server.push((semconv::HTTP_RESPONSE_STATUS_CODE, AttrValue::Int(s.into())));
     }
+    // What the upstream answered: the caller's status, except behind a bridge (gRPC on h2).
+    if let (Outcome::Answered { .. }, Some(s)) = (&call.outcome, caller_status) {
+        let upstream = if call.upstream_target.is_some() {
+            200
+        } else {
+            s
+        };
+        client.push((
+            semconv::HTTP_RESPONSE_STATUS_CODE,
+            AttrValue::Int(upstream.into()),
+        ));
+    }
     let grpc_family = matches!(
         call.protocol,
         Protocol::Grpc | Protocol::GrpcWeb | Protocol::JsonGrpc
