@@ -29,8 +29,8 @@ use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
 use crate::codec::thrift::header::{InfoHeaders, info_list};
 use crate::codec::thrift::{
-    Dialect, HeaderFields, MessageType, ProtocolId, ThriftError, Transport, encode_message_header,
-    peek_message, transcode_struct,
+    Dialect, HeaderFields, MessageHeader, MessageType, ProtocolId, ThriftError, Transport,
+    encode_message_header, peek_message, transcode_struct,
 };
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::io::write_all_vectored;
@@ -281,35 +281,18 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
             protocol,
             error,
         } => {
-            // The frame was whole but undecodable: answer it, keep the connection.
-            stage
-                .recorder
-                .metrics
-                .decode_error("thrift", error.reason());
-            let dialect = Framing {
+            let framing = Framing {
                 dialect: Dialect::new(Transport::Header, protocol),
                 flags,
                 seq_id,
             };
-            let kind = match error {
-                ThriftError::UnknownTransform(_) | ThriftError::RepeatedTransform(_) => {
-                    ErrorKind::InvalidTransform
-                }
-                _ => ErrorKind::BadRequest,
-            };
-            let err = GatewayError::new(kind, Side::Downstream, error.to_string());
-            let adapter = ThriftCall::new(dialect, String::new(), seq_id as i32, false);
-            return (adapter, ThriftIn { decoded: Err(err) });
+            return undecodable(stage, framing, &error);
         }
     };
     match peek_message(&payload, framing.protocol()) {
         Ok(Some(h)) if matches!(h.kind, MessageType::Call | MessageType::Oneway) => {
-            let adapter = ThriftCall::new(
-                framing,
-                h.name.to_owned(),
-                h.seq_id,
-                h.kind == MessageType::Oneway,
-            );
+            let oneway = h.kind == MessageType::Oneway;
+            let adapter = ThriftCall::new(framing, h.name.to_owned(), h.seq_id, oneway);
             let decoded = Decoded {
                 kind: h.kind,
                 body_offset: h.body_offset,
@@ -317,37 +300,64 @@ fn unpack(stage: &ThriftStage, frame: Frame) -> (ThriftCall, ThriftIn) {
                 info,
                 persistent,
             };
-            (
-                adapter,
-                ThriftIn {
-                    decoded: Ok(decoded),
-                },
-            )
-        }
-        other => {
-            // A message head that was read names the call the client will match the
-            // exception to; an unreadable one has no name or seqid to echo.
-            let (reason, why, name, seq_id) = match other {
-                Ok(Some(h)) => (
-                    "bad_message_type",
-                    format!("expected a CALL or ONEWAY message, got {:?}", h.kind),
-                    h.name.to_owned(),
-                    h.seq_id,
-                ),
-                Ok(None) => (
-                    "truncated",
-                    "the Thrift message is truncated".to_owned(),
-                    String::new(),
-                    0,
-                ),
-                Err(e) => (e.reason(), e.to_string(), String::new(), 0),
+            let req = ThriftIn {
+                decoded: Ok(decoded),
             };
-            stage.recorder.metrics.decode_error("thrift", reason);
-            let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why);
-            let adapter = ThriftCall::new(framing, name, seq_id, false);
-            (adapter, ThriftIn { decoded: Err(err) })
+            (adapter, req)
         }
+        other => not_a_call(stage, framing, other),
     }
+}
+
+/// A whole THeader frame that could not be decoded: answered (INVALID_TRANSFORM for a
+/// transform it cannot apply, else PROTOCOL_ERROR), the connection kept.
+fn undecodable(
+    stage: &ThriftStage,
+    framing: Framing,
+    error: &ThriftError,
+) -> (ThriftCall, ThriftIn) {
+    stage
+        .recorder
+        .metrics
+        .decode_error("thrift", error.reason());
+    let kind = match error {
+        ThriftError::UnknownTransform(_) | ThriftError::RepeatedTransform(_) => {
+            ErrorKind::InvalidTransform
+        }
+        _ => ErrorKind::BadRequest,
+    };
+    let err = GatewayError::new(kind, Side::Downstream, error.to_string());
+    let adapter = ThriftCall::new(framing, String::new(), framing.seq_id as i32, false);
+    (adapter, ThriftIn { decoded: Err(err) })
+}
+
+/// A message that is not a CALL or ONEWAY, or cannot be read. A message head that was read
+/// names the call the client will match the exception to; an unreadable one has no name or
+/// seqid to echo.
+fn not_a_call(
+    stage: &ThriftStage,
+    framing: Framing,
+    peeked: Result<Option<MessageHeader<'_>>, ThriftError>,
+) -> (ThriftCall, ThriftIn) {
+    let (reason, why, name, seq_id) = match peeked {
+        Ok(Some(h)) => (
+            "bad_message_type",
+            format!("expected a CALL or ONEWAY message, got {:?}", h.kind),
+            h.name.to_owned(),
+            h.seq_id,
+        ),
+        Ok(None) => (
+            "truncated",
+            "the Thrift message is truncated".to_owned(),
+            String::new(),
+            0,
+        ),
+        Err(e) => (e.reason(), e.to_string(), String::new(), 0),
+    };
+    stage.recorder.metrics.decode_error("thrift", reason);
+    let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why);
+    let adapter = ThriftCall::new(framing, name, seq_id, false);
+    (adapter, ThriftIn { decoded: Err(err) })
 }
 
 /// The Thrift adapter's per-call state: how to answer the caller.

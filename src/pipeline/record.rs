@@ -234,27 +234,8 @@ fn http_facts(
             AttrValue::Int(upstream.into()),
         ));
     }
-    let grpc_family = matches!(
-        call.protocol,
-        Protocol::Grpc | Protocol::GrpcWeb | Protocol::JsonGrpc
-    );
-    if let Some((service, rpc_method)) = grpc_family
-        .then(|| grpc::service_and_method(upstream_path))
-        .flatten()
-    {
-        name = format!("{service}/{rpc_method}").into();
-        let mut rpc = vec![
-            (RPC_SYSTEM, AttrValue::Str("grpc".into())),
-            (RPC_SERVICE, str_attr(service.to_owned())),
-            (RPC_METHOD, str_attr(rpc_method.to_owned())),
-        ];
-        let grpc_status = match (call.upstream_code, call.outcome.code()) {
-            (Some(Code::Grpc(c)), _) | (_, Code::Grpc(c)) => Some(c),
-            _ => None,
-        };
-        if let Some(c) = grpc_status {
-            rpc.push((RPC_GRPC_STATUS_CODE, AttrValue::Int(c.into())));
-        }
+    if let Some((rpc_name, rpc)) = grpc_facts(call, upstream_path) {
+        name = rpc_name;
         server.extend(rpc.iter().cloned());
         client.extend(rpc);
     }
@@ -263,6 +244,31 @@ fn http_facts(
         server,
         client,
     }
+}
+
+/// gRPC, gRPC-Web and bridged calls: the span name `package.Service/Method` and the RPC
+/// attributes, with the gRPC status the upstream answered.
+fn grpc_facts(call: &Call, upstream_path: &str) -> Option<(Cow<'static, str>, Attrs)> {
+    let grpc_family = matches!(
+        call.protocol,
+        Protocol::Grpc | Protocol::GrpcWeb | Protocol::JsonGrpc
+    );
+    let (service, method) = grpc_family
+        .then(|| grpc::service_and_method(upstream_path))
+        .flatten()?;
+    let mut rpc = vec![
+        (RPC_SYSTEM, AttrValue::Str("grpc".into())),
+        (RPC_SERVICE, str_attr(service.to_owned())),
+        (RPC_METHOD, str_attr(method.to_owned())),
+    ];
+    let status = match (call.upstream_code, call.outcome.code()) {
+        (Some(Code::Grpc(c)), _) | (_, Code::Grpc(c)) => Some(c),
+        _ => None,
+    };
+    if let Some(c) = status {
+        rpc.push((RPC_GRPC_STATUS_CODE, AttrValue::Int(c.into())));
+    }
+    Some((format!("{service}/{method}").into(), rpc))
 }
 
 /// Thrift calls: the RPC conventions with `rpc.system = apache_thrift`; `rpc.service` is the
