@@ -103,6 +103,10 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 async fn run(path: PathBuf, watch: bool) -> Result<(), String> {
+    // Watching starts before the file is first read: a change while the gateway starts is
+    // then reloaded, not missed (the watch compares against the bytes it first saw). The
+    // file's own errors are reported before a failure to watch it.
+    let changes = watch.then(|| app::reload::watch(path.clone()));
     let cfg = config::load(&path).map_err(|errors| {
         let mut text = format!("{}: {} error(s)", path.display(), errors.errors.len());
         for e in &errors.errors {
@@ -110,6 +114,7 @@ async fn run(path: PathBuf, watch: bool) -> Result<(), String> {
         }
         text
     })?;
+    let changes = changes.transpose().map_err(|e| e.to_string())?;
     let gateway = app::start(cfg).await.map_err(|e| e.to_string())?;
     for b in &gateway.bound {
         println!(
@@ -121,8 +126,8 @@ async fn run(path: PathBuf, watch: bool) -> Result<(), String> {
     let sighup = app::reload::on_sighup(path.clone(), reloader.clone())
         .map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     tokio::spawn(sighup);
-    if watch {
-        app::reload::watch(path.clone(), reloader).map_err(|e| e.to_string())?;
+    if let Some(changes) = changes {
+        app::reload::apply_changes(changes, reloader);
         println!("watching {} for changes", path.display());
     }
     println!("ready");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{ReloadError, Reloader};
+use crate::config::watch::ConfigWatch;
 use crate::config::{self, Config, ConfigErrors};
 
 /// How long a burst of file-system events is let settle before the file is read.
@@ -65,14 +66,19 @@ pub fn on_sighup(
     }
 }
 
-/// Starts watching the config file (`--enable-config-watch`): every settled change is
-/// applied like a SIGHUP. Fails if the file's directory cannot be watched.
-pub fn watch(path: PathBuf, reloader: Reloader) -> Result<(), config::watch::WatchError> {
-    let mut changes = config::watch::watch(path.clone(), WATCH_DEBOUNCE)?;
+/// Starts watching the config file (`--enable-config-watch`). Call it before the initial
+/// [`config::load`]: the watch's baseline is the file as it is now, so a change made while
+/// the gateway starts is then applied by [`apply_changes`] instead of missed. Fails if the
+/// file's directory cannot be watched.
+pub fn watch(path: PathBuf) -> Result<ConfigWatch, config::watch::WatchError> {
+    config::watch::watch(path, WATCH_DEBOUNCE)
+}
+
+/// Applies every settled change a [`watch`] yields, like a SIGHUP.
+pub fn apply_changes(mut changes: ConfigWatch, reloader: Reloader) {
     tokio::spawn(async move {
         while let Some(loaded) = changes.next().await {
-            apply(&path, &reloader, loaded);
+            apply(changes.path(), &reloader, loaded);
         }
     });
-    Ok(())
 }
