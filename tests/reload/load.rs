@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use tracebridge::codec::thrift::ClientType;
+use tracebridge::codec::thrift::Dialect as WireDialect;
+use tracebridge::codec::thrift::encode_message_header;
 use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::header::{HeaderHead, encode_head};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
-use tracebridge::upstream::thrift::encode_message_header;
 
 use crate::{SLEEPY_DELAY, UPSTREAM_DELAY, WAIT};
 
@@ -297,7 +297,10 @@ fn thrift_answer(
 pub(crate) async fn thrift_client(rpc: SocketAddr, depth: usize, load: Load) -> Vec<Record> {
     let stream = TcpStream::connect(rpc).await.unwrap();
     let (read, mut write) = stream.into_split();
-    let mut replies = FramedRead::new(read, ThriftDecoder::for_client(ClientType::Header, 1 << 24));
+    let mut replies = FramedRead::new(
+        read,
+        ThriftDecoder::for_dialect(WireDialect::HEADER, 1 << 24),
+    );
     let mut pending: VecDeque<(i32, Instant)> = VecDeque::new();
     let mut records = Vec::new();
     let mut seq = 0;
@@ -333,7 +336,7 @@ pub(crate) async fn thrift_once(rpc: SocketAddr, name: &str) -> Result<String, S
     stream.write_all(&thrift_call(name, 1)).await.unwrap();
     let mut replies = FramedRead::new(
         stream,
-        ThriftDecoder::for_client(ClientType::Header, 1 << 24),
+        ThriftDecoder::for_dialect(WireDialect::HEADER, 1 << 24),
     );
     let frame = tokio::time::timeout(WAIT, replies.next())
         .await
