@@ -118,8 +118,8 @@ impl Live {
             return Err(ReloadError::RestartRequired(what));
         }
         let mut pools = lock(&self.pools);
-        let mut builder =
-            Builder::new(&config, &self.metrics, &mut pools).map_err(ReloadError::Build)?;
+        let (mut builder, next_pools) =
+            Builder::new(&config, &self.metrics, &pools).map_err(ReloadError::Build)?;
         // Build every stage first, then swap: a failure leaves the old snapshot whole.
         let mut built = Vec::with_capacity(self.stages.len());
         for ((listener, live), recorder) in config
@@ -148,6 +148,7 @@ impl Live {
                 _ => {}
             }
         }
+        pools.commit(next_pools);
         *current = config;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.metrics.set_config_generation(generation);
@@ -256,8 +257,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
         AccessLogFormat::Off => None,
         AccessLogFormat::Json => Some(AccessLog::stdout(metrics.clone())),
     };
-    let mut pools = Pools::default();
-    let mut builder = Builder::new(&config, &metrics, &mut pools)?;
+    let (mut builder, pools) = Builder::new(&config, &metrics, &Pools::default())?;
     let shutdown = CancellationToken::new();
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks = JoinSet::new();

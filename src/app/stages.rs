@@ -32,21 +32,27 @@ pub(super) struct Pools {
 }
 
 impl Pools {
-    /// The pools `config` needs, in `config.upstreams` order; pools it no longer names are
-    /// dropped (their connections close once calls in flight on them finish).
-    fn update(&mut self, config: &Config) -> Result<Vec<Pool>, GatewayError> {
+    /// The pools `config` needs, in `config.upstreams` order (reusing unchanged ones), and
+    /// the registry that holds exactly those. Nothing changes until [`Pools::commit`]: a
+    /// reload that fails later keeps the registry as it was.
+    fn plan(&self, config: &Config) -> Result<(Vec<Pool>, Pools), GatewayError> {
         let mut next = HashMap::new();
         let mut ordered = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            let pool = match self.by_name.remove(&u.name) {
-                Some((old, pool)) if old == *u => pool,
+            let pool = match self.by_name.get(&u.name) {
+                Some((old, pool)) if old == u => pool.clone(),
                 _ => build_pool(u)?,
             };
             ordered.push(pool.clone());
             next.insert(u.name.clone(), (u.clone(), pool));
         }
-        self.by_name = next;
-        Ok(ordered)
+        Ok((ordered, Pools { by_name: next }))
+    }
+
+    /// Makes a planned registry the current one; pools it no longer names are dropped (their
+    /// connections close once calls in flight on them finish).
+    pub(super) fn commit(&mut self, next: Pools) {
+        *self = next;
     }
 }
 
@@ -69,22 +75,25 @@ pub(super) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    /// Resolves the upstream pools of `config` (reusing unchanged ones from `pools`).
+    /// Resolves the upstream pools of `config` (reusing unchanged ones from `pools`); also
+    /// returns the registry to [`Pools::commit`] once every stage is built.
     pub(super) fn new(
         config: &'a Config,
         metrics: &'a Arc<Metrics>,
-        pools: &mut Pools,
-    ) -> Result<Self, GatewayError> {
-        Ok(Builder {
+        pools: &Pools,
+    ) -> Result<(Self, Pools), GatewayError> {
+        let (ordered, next) = pools.plan(config)?;
+        let builder = Builder {
             config,
             metrics,
-            pools: pools.update(config)?,
+            pools: ordered,
             propagator: Arc::new(Propagator::new(
                 config.propagation.extract.clone(),
                 config.propagation.inject.clone(),
             )),
             sampler: Sampler::new(config.telemetry.sampler),
-        })
+        };
+        Ok((builder, next))
     }
 
     fn stage<R>(
