@@ -262,6 +262,8 @@ pub struct Call {
     pub protocol: Protocol,
     /// The caller's address.
     pub client: SocketAddr,
+    /// The caller's IP as text, made once per connection (spans, access log).
+    pub client_ip: Option<Arc<str>>,
     /// What the caller asked for.
     pub request: Request,
     /// The route taken, once routed.
@@ -319,6 +321,7 @@ impl Call {
             listener,
             protocol,
             client,
+            client_ip: None,
             request,
             route: None,
             extraction: Extraction::NotRun,

@@ -65,17 +65,31 @@ pub fn own_hops(headers: &HeaderMap) -> usize {
         .count()
 }
 
-/// Appends this hop to `Via` and the caller's address to `X-Forwarded-For`, and sets
-/// `X-Forwarded-Proto` if absent.
-pub fn add_forwarding_headers(headers: &mut HeaderMap, version: http::Version, client: IpAddr) {
+/// The caller's address as an `X-Forwarded-For` element, made once per connection.
+pub fn client_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Appends this hop to `Via` and the caller's address (`client`, from [`client_value`]) to
+/// `X-Forwarded-For`, and sets `X-Forwarded-Proto` if absent.
+pub fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    version: http::Version,
+    client: &HeaderValue,
+) {
     headers.append(header::VIA, via_value(version));
     let xff = HeaderName::from_static("x-forwarded-for");
-    let ip = client.to_string();
-    let combined = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+    let combined = match headers.get(&xff).map(HeaderValue::as_bytes) {
+        Some(prior) if !prior.is_empty() => {
+            let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+            joined.extend_from_slice(prior);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        _ => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&combined) {
+    if let Some(value) = combined {
         headers.insert(xff, value);
     }
     headers
@@ -138,7 +152,8 @@ mod tests {
     #[test]
     fn appends_forwarding_headers() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
-        add_forwarding_headers(&mut h, http::Version::HTTP_2, "127.0.0.1".parse().unwrap());
+        let client = client_value("127.0.0.1".parse().unwrap());
+        add_forwarding_headers(&mut h, http::Version::HTTP_2, &client);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         let via: Vec<_> = h
             .get_all("via")

@@ -7,6 +7,7 @@
 //! over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore `Upgrade`) and the header is not forwarded.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -30,7 +31,7 @@ mod bridge;
 
 use crate::bridge::JsonGrpcBridge;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
-use crate::codec::http::{add_forwarding_headers, own_hops, remove_hop_by_hop};
+use crate::codec::http::{add_forwarding_headers, client_value, own_hops, remove_hop_by_hop};
 use crate::codec::{grpc, grpc_web};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::pipeline::{self, Adapter, Recorded, RoutePolicy, Routed, Stage, respond};
@@ -98,9 +99,10 @@ pub async fn serve_http(
     {
         recorder.listener.connection_opened();
         let service_stage = stage.clone();
+        let peer = Peer::new(remote);
         let service = hyper::service::service_fn(move |req| {
-            let stage = service_stage.load_full();
-            async move { Ok::<_, Infallible>(handle(&stage, remote, req).await) }
+            let call = handle(service_stage.load_full(), &peer, req);
+            async move { Ok::<_, Infallible>(call.await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -124,12 +126,13 @@ pub async fn serve_http(
     }
 }
 
-/// One request through the pipeline.
-pub async fn handle(
-    stage: &HttpStage,
-    client: SocketAddr,
+/// One request through the pipeline. The future is the pipeline's own (no wrapper layer:
+/// hyper moves it into place once per request, so its size is a per-request cost).
+pub fn handle(
+    stage: Arc<HttpStage>,
+    peer: &Peer,
     req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> impl Future<Output = Response<ResponseBody>> + Send + use<> {
     // gRPC-Web calls are gRPC calls once translated: same statuses, deadlines and spans.
     let web = grpc_web::mode(req.headers());
     let protocol = match (&web, grpc::is_grpc(req.headers())) {
@@ -137,27 +140,53 @@ pub async fn handle(
         (None, true) => Protocol::Grpc,
         (None, false) => Protocol::Http,
     };
-    let call = Call::new(
+    let mut call = Call::new(
         stage.listener.clone(),
         protocol,
-        client,
+        peer.addr,
         CallRequest::Http {
             method: req.method().clone(),
             target: req.uri().path_and_query().cloned(),
             version: req.version(),
         },
     );
+    call.client_ip = Some(peer.ip.clone());
     let adapter = HttpCall {
         web,
         fault: None,
         bridged: None,
         caller_deadline: false,
+        forwarded_for: peer.forwarded_for.clone(),
     };
-    pipeline::run(stage, adapter, call, req).await
+    pipeline::run(stage, adapter, call, req)
+}
+
+/// The downstream end of a connection, as text made once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The caller's address.
+    pub addr: SocketAddr,
+    /// Its IP as text (spans, access log).
+    pub ip: Arc<str>,
+    /// Its IP as an `X-Forwarded-For` element.
+    pub forwarded_for: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Peer {
+            addr,
+            ip: addr.ip().to_string().into(),
+            forwarded_for: client_value(addr.ip()),
+        }
+    }
 }
 
 /// The HTTP adapter's per-call state.
 struct HttpCall {
+    /// The caller's address as an `X-Forwarded-For` element.
+    forwarded_for: HeaderValue,
     /// The caller's gRPC-Web flavour, if it speaks gRPC-Web.
     web: Option<grpc_web::WebMode>,
     /// Set when a gRPC-Web-text request body is not base64 (only `-text` bodies are decoded
@@ -218,7 +247,7 @@ impl Adapter for HttpCall {
         call.bytes_in = content_length(req.headers());
         let version = req.version();
         remove_hop_by_hop(req.headers_mut());
-        add_forwarding_headers(req.headers_mut(), version, call.client.ip());
+        add_forwarding_headers(req.headers_mut(), version, &self.forwarded_for);
         if call.protocol.speaks_grpc() {
             // The caller's grpc-timeout, if sooner than the route's, bounds the call.
             let caller = req
@@ -242,7 +271,8 @@ impl Adapter for HttpCall {
             let (parts, body) = req.into_parts();
             // Plain HTTP callers have no deadline of their own: the route's timeout travels.
             let timeout = route.policy.timeout;
-            let (out, bridged) = bridge::request(b, parts, body, call, timeout).await?;
+            // Boxed: the bridge's state would otherwise enlarge every request's future.
+            let (out, bridged) = Box::pin(bridge::request(b, parts, body, call, timeout)).await?;
             self.bridged = Some(bridged);
             return Ok(out);
         }
@@ -329,7 +359,7 @@ impl Adapter for HttpCall {
             hold: self.bridged.is_some(),
         };
         if let Some(bridged) = self.bridged {
-            return bridge::respond(bridged, parts, body).await;
+            return Box::pin(bridge::respond(bridged, parts, body)).await;
         }
         match &self.web {
             Some(w) => {

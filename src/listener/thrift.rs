@@ -84,6 +84,7 @@ pub async fn serve_thrift(
                 stage,
                 recorder: recorder.clone(),
                 client: remote,
+                client_ip: remote.ip().to_string().into(),
                 max_frame,
             };
             if let Err(e) = conn.serve(stream, token).await {
@@ -108,6 +109,7 @@ struct Connection {
     stage: Arc<ArcSwap<ThriftStage>>,
     recorder: Arc<Recorder>,
     client: SocketAddr,
+    client_ip: Arc<str>,
     max_frame: u32,
 }
 
@@ -138,7 +140,7 @@ impl Connection {
                 }
                 _ = shutdown.cancelled(), if reading => reading = false,
                 frame = frames.next(), if reading && in_flight.len() < MAX_PIPELINE => match frame {
-                    Some(Ok(frame)) => in_flight.push_back(handle_frame(self.stage.load_full(), self.client, frame)),
+                    Some(Ok(frame)) => in_flight.push_back(handle_frame(self.stage.load_full(), self.client, self.client_ip.clone(), frame)),
                     Some(Err(e)) => {
                         if let DecodeError::Thrift(t) = &e {
                             self.recorder.metrics.decode_error("thrift", t.reason());
@@ -234,10 +236,11 @@ struct Decoded {
 async fn handle_frame(
     stage: Arc<ThriftStage>,
     client: SocketAddr,
+    client_ip: Arc<str>,
     frame: Frame,
 ) -> Option<Vec<Bytes>> {
     let (adapter, req) = unpack(&stage, frame);
-    let call = Call::new(
+    let mut call = Call::new(
         stage.listener.clone(),
         Protocol::Thrift,
         client,
@@ -246,7 +249,8 @@ async fn handle_frame(
             dialect: adapter.framing.dialect.as_str(),
         },
     );
-    pipeline::run(&stage, adapter, call, req).await
+    call.client_ip = Some(client_ip);
+    pipeline::run(stage, adapter, call, req).await
 }
 
 /// Unpacks a frame into the adapter (how to answer) and the request (what to forward).

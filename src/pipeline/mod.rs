@@ -144,13 +144,13 @@ pub trait Adapter: Send {
 
 /// Runs one call through every phase.
 pub async fn run<A: Adapter>(
-    stage: &Stage<A::Route>,
+    stage: Arc<Stage<A::Route>>,
     mut adapter: A,
     call: Call,
     req: A::Request,
 ) -> A::Response {
     let mut call = Recorded::new(call, stage.recorder.clone());
-    match forward(stage, &mut adapter, &mut call, req).await {
+    match forward(&stage, &mut adapter, &mut call, req).await {
         Ok(reply) => adapter.respond(call, reply).await,
         Err(err) => adapter.respond_error(call, err),
     }

@@ -175,6 +175,28 @@ fn str_attr(s: String) -> AttrValue {
     AttrValue::Str(s.into())
 }
 
+/// A method as an attribute: the standard ones without a copy.
+fn method_attr(method: &http::Method) -> AttrValue {
+    let known = [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::DELETE,
+        http::Method::HEAD,
+        http::Method::OPTIONS,
+        http::Method::PATCH,
+        http::Method::CONNECT,
+        http::Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match known.iter().position(|m| m == method) {
+        Some(i) => AttrValue::Str(Cow::Borrowed(NAMES[i])),
+        None => str_attr(method.to_string()),
+    }
+}
+
 /// HTTP, gRPC, gRPC-Web and bridged JSON calls: HTTP conventions, plus the RPC conventions
 /// once the call is gRPC on the upstream side.
 fn http_facts(
@@ -185,18 +207,13 @@ fn http_facts(
 ) -> SpanFacts {
     let path = target.map_or("/", |t| t.path());
     let upstream_path = call.upstream_target.as_deref().unwrap_or(path);
-    let upstream_method = if call.upstream_target.is_some() {
-        "POST"
-    } else {
-        method.as_str()
-    };
     let prefix = call.route.as_ref().and_then(|r| r.path_prefix.clone());
     let mut name: Cow<'static, str> = match &prefix {
         Some(p) => format!("{method} {p}").into(),
         None => method.to_string().into(),
     };
     let mut server = vec![
-        (semconv::HTTP_REQUEST_METHOD, str_attr(method.to_string())),
+        (semconv::HTTP_REQUEST_METHOD, method_attr(method)),
         (semconv::URL_PATH, str_attr(path.to_owned())),
         (semconv::URL_SCHEME, AttrValue::Str("http".into())),
         (
@@ -207,11 +224,13 @@ fn http_facts(
     if let Some(p) = prefix {
         server.push((semconv::HTTP_ROUTE, str_attr(p.to_string())));
     }
+    let upstream_method = if call.upstream_target.is_some() {
+        AttrValue::Str("POST".into())
+    } else {
+        method_attr(method)
+    };
     let mut client = vec![
-        (
-            semconv::HTTP_REQUEST_METHOD,
-            str_attr(upstream_method.to_owned()),
-        ),
+        (semconv::HTTP_REQUEST_METHOD, upstream_method),
         (semconv::URL_PATH, str_attr(upstream_path.to_owned())),
     ];
     let caller_status = match call.outcome.code() {

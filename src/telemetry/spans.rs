@@ -46,6 +46,8 @@ pub enum SpanStatus {
 pub enum AttrValue {
     /// A string.
     Str(Cow<'static, str>),
+    /// A shared string (a listener, route or upstream name): no copy per span.
+    Shared(Arc<str>),
     /// An integer.
     Int(i64),
     /// A boolean.
@@ -320,6 +322,7 @@ fn to_span_data(r: SpanRecord, scope: InstrumentationScope) -> SpanData {
         .map(|(k, v)| {
             let value = match v {
                 AttrValue::Str(s) => Value::String(s.into()),
+                AttrValue::Shared(s) => Value::String(s.into()),
                 AttrValue::Int(i) => Value::I64(i),
                 AttrValue::Bool(b) => Value::Bool(b),
             };
