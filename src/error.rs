@@ -7,6 +7,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// A boxed error, as body streams carry them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Which side of the gateway is at fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -160,9 +160,9 @@ fn answer(pool: &DescriptorPool, path: &str, body: &[u8]) -> Result<Vec<Bytes>, 
 
 fn frame(msg: &DynamicMessage) -> Bytes {
     let mut out = BytesMut::with_capacity(5 + msg.encoded_len());
-    out.put_u8(0);
-    out.put_u32(msg.encoded_len() as u32);
-    out.put_slice(&msg.encode_to_vec());
+    crate::codec::grpc::write_prefix(&mut out, 0, msg.encoded_len());
+    // Encoding into a BytesMut with room for the message cannot fail.
+    let _ = msg.encode(&mut out);
     out.freeze()
 }
 

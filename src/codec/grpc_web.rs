@@ -23,7 +23,7 @@ use http::{HeaderMap, HeaderValue, header};
 use http_body::{Body, Frame, SizeHint};
 
 use super::grpc::write_prefix;
-use crate::upstream::http::BoxError;
+use crate::error::BoxError;
 
 /// A gRPC-Web request's flavour.
 #[derive(Debug, Clone)]

@@ -21,8 +21,7 @@ use crate::error::{ErrorKind, GatewayError, Side};
 /// The body type sent upstream: anything that streams `Bytes`.
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
-/// A boxed error for bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::error::BoxError;
 
 /// One upstream: its endpoints and a pooled client speaking HTTP/1.1 or h2c.
 #[derive(Debug)]
