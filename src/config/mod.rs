@@ -324,9 +324,10 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
-/// One config error: where, and what is wrong there.
+/// One config error: where, and what is wrong there (`path: message`, or the message alone
+/// for a whole-document error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
+#[error("{}{}{message}", .path, if .path.is_empty() { "" } else { ": " })]
 pub struct ConfigError {
     /// Key path, e.g. `routes[2].upstream` (empty for a whole-document syntax error).
     pub path: String,
