@@ -130,10 +130,11 @@ async fn run(path: PathBuf, watch: bool) -> Result<(), String> {
         app::reload::apply_changes(changes, reloader);
         println!("watching {} for changes", path.display());
     }
+    let stop = app::shutdown_signal();
     println!("ready");
     let token = gateway.shutdown_token();
     tokio::spawn(async move {
-        app::shutdown_signal().await;
+        stop.await;
         token.cancel();
     });
     gateway.wait().await;

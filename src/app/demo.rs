@@ -211,8 +211,9 @@ pub async fn run(options: DemoOptions) -> Result<(), GatewayError> {
         return Ok(());
     }
     let token = demo.gateway.shutdown_token();
+    let stop = super::shutdown_signal();
     tokio::spawn(async move {
-        super::shutdown_signal().await;
+        stop.await;
         token.cancel();
     });
     demo.gateway.wait().await;
