@@ -29,7 +29,7 @@ pub struct TraceState(pub Bytes);
 /// What extraction did to the `tracestate` it received (counts of list members).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TracestateOutcome {
-    /// Members kept and propagated.
+    /// Members kept and propagated. (Counts saturate at `u16::MAX`.)
     pub kept: u16,
     /// Members dropped for breaking the grammar (key, value, or no `=`).
     pub dropped_invalid: u16,
@@ -42,7 +42,7 @@ pub struct TracestateOutcome {
 impl TracestateOutcome {
     /// Whether any member was dropped, for any reason.
     pub fn trimmed(&self) -> bool {
-        self.dropped_invalid + self.dropped_duplicate + self.truncated > 0
+        self.dropped_invalid != 0 || self.dropped_duplicate != 0 || self.truncated != 0
     }
 }
 
@@ -80,14 +80,14 @@ impl<'a> Members<'a> {
             return;
         }
         let Some(key) = valid_member(member) else {
-            self.outcome.dropped_invalid += 1;
+            self.outcome.dropped_invalid = self.outcome.dropped_invalid.saturating_add(1);
             return;
         };
         if self.keys[..self.len].contains(&key) {
-            self.outcome.dropped_duplicate += 1;
+            self.outcome.dropped_duplicate = self.outcome.dropped_duplicate.saturating_add(1);
         } else if self.len == MAX_MEMBERS {
             // Over 32: the right-most members go.
-            self.outcome.truncated += 1;
+            self.outcome.truncated = self.outcome.truncated.saturating_add(1);
         } else {
             self.list[self.len] = member;
             self.keys[self.len] = key;
@@ -113,7 +113,9 @@ impl<'a> Members<'a> {
         while joined_len(&self.list[..self.len]) > MAX_LEN {
             self.len -= 1;
         }
-        self.outcome.truncated += (before - self.len) as u16;
+        // At most 32 members are held, so the difference fits.
+        let dropped = u16::try_from(before - self.len).unwrap_or(u16::MAX);
+        self.outcome.truncated = self.outcome.truncated.saturating_add(dropped);
     }
 
     /// The surviving members comma-joined into the pooled slab.
@@ -133,13 +135,14 @@ impl<'a> Members<'a> {
 impl TraceState {
     /// Parses one header value; see [`TraceState::parse_fields`].
     pub fn parse(value: &[u8]) -> TraceState {
-        TraceState::parse_fields(&mut |f| f(value)).0
+        TraceState::parse_fields(|f| f(value)).0
     }
 
-    /// Parses every `tracestate` field `fields` hands to its callback, combined in order.
+    /// Parses every `tracestate` field `fields` hands to its callback (e.g.
+    /// `|f| carrier.get_all("tracestate", f)`), combined in order.
     /// The kept members are copied into the pooled slab (no allocation at steady state).
     pub fn parse_fields<'a>(
-        fields: &mut dyn FnMut(&mut dyn FnMut(&'a [u8])),
+        fields: impl FnOnce(&mut dyn FnMut(&'a [u8])),
     ) -> (TraceState, TracestateOutcome) {
         let mut members = Members::new();
         fields(&mut |field| members.add_field(field));
@@ -228,7 +231,7 @@ mod tests {
     }
 
     fn combined(fields: &[&str]) -> (String, TracestateOutcome) {
-        let (state, outcome) = TraceState::parse_fields(&mut |f| {
+        let (state, outcome) = TraceState::parse_fields(|f| {
             for field in fields {
                 f(field.as_bytes());
             }
@@ -397,6 +400,14 @@ mod tests {
         let (state, outcome) = combined(&[&many.join(",")]);
         assert_eq!(state, many[..27].join(","));
         assert_eq!(outcome.truncated, 5);
+    }
+
+    #[test]
+    fn huge_lists_saturate_the_counts() {
+        let v = ",x".repeat(70_000);
+        let (out, o) = combined(&[&v]);
+        assert_eq!((out.as_str(), o.dropped_invalid), ("", u16::MAX));
+        assert!(o.trimmed());
     }
 
     #[test]
