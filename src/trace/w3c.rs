@@ -78,7 +78,7 @@ pub(super) fn extract<C: Carrier + ?Sized>(
         });
     }
     let (trace_id, span_id, flags) = parse_traceparent(value)?;
-    let (tracestate, trimmed) = TraceState::parse_fields(&mut |f| carrier.get_all(TRACESTATE, f));
+    let (tracestate, trimmed) = TraceState::parse_fields(|f| carrier.get_all(TRACESTATE, f));
     *outcome = trimmed;
     Ok(Some(TraceContext {
         trace_id,
