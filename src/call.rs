@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::pipeline::RoutePolicy;
-use crate::trace::{Format, SpanId, TraceContext, TraceFlags, TraceId};
+use crate::trace::{Format, SpanId, TraceContext, TraceFlags, TraceId, TracestateOutcome};
 
 /// What the downstream speaks, as the metrics' `protocol` label and the spans see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,8 +213,13 @@ pub struct CallTrace {
 
 impl CallTrace {
     /// Starts the gateway's part of a trace under `parent` (or a new root when `None`).
+    ///
+    /// Flags: under a parent, the parent's (W3C `random` as received) with `sampled` set to
+    /// the head decision; a new root's `trace_id` comes from [`TraceId::random`], so it also
+    /// carries the Level 2 `random` flag.
     pub fn new(trace_id: TraceId, parent: Option<TraceContext>, sampled: bool) -> Self {
         let parent_span = parent.as_ref().map(|p| p.span_id);
+        let root = parent.is_none();
         let inherited = parent.unwrap_or_default();
         CallTrace {
             server_span: SpanId::random(),
@@ -223,7 +228,9 @@ impl CallTrace {
             upstream: TraceContext {
                 trace_id,
                 span_id: SpanId::random(),
-                flags: TraceFlags(inherited.flags.0).with_sampled(sampled),
+                flags: TraceFlags(inherited.flags.0)
+                    .with_random(root || inherited.flags.is_random())
+                    .with_sampled(sampled),
                 tracestate: inherited.tracestate,
                 baggage: inherited.baggage,
             },
@@ -270,6 +277,8 @@ pub struct Call {
     pub route: Option<Arc<RoutePolicy>>,
     /// What extract found.
     pub extraction: Extraction,
+    /// What extract did to the W3C `tracestate` (members dropped or truncated), for metrics.
+    pub tracestate: TracestateOutcome,
     /// The gateway's part of the trace (`None`: `on_missing = pass`, or not yet sampled).
     pub trace: Option<CallTrace>,
     /// A trace id handed out for an error answer of a call that has no trace (always set in
@@ -325,6 +334,7 @@ impl Call {
             request,
             route: None,
             extraction: Extraction::NotRun,
+            tracestate: TracestateOutcome::default(),
             trace: None,
             error_trace_id: None,
             colour: None,
@@ -425,5 +435,28 @@ mod tests {
         let t = CallTrace::new(TraceId([7; 16]), None, false);
         call.trace = Some(t);
         assert_eq!(call.trace_id(), TraceId([7; 16]));
+    }
+
+    #[test]
+    fn random_flag_set_on_roots_propagated_under_a_parent() {
+        let root = CallTrace::new(TraceId::random(), None, true);
+        assert_eq!(root.upstream.flags, TraceFlags(0x03));
+        assert!(
+            CallTrace::new(TraceId::random(), None, false)
+                .upstream
+                .flags
+                .is_random()
+        );
+        let parent = |flags| TraceContext {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([2; 8]),
+            flags: TraceFlags(flags),
+            ..Default::default()
+        };
+        // As received: a parent without the random bit does not gain it, one with it keeps it.
+        let t = CallTrace::new(TraceId([1; 16]), Some(parent(0x01)), false);
+        assert_eq!(t.upstream.flags, TraceFlags(0x00));
+        let t = CallTrace::new(TraceId([1; 16]), Some(parent(0x02)), true);
+        assert_eq!(t.upstream.flags, TraceFlags(0x03));
     }
 }

@@ -152,13 +152,14 @@ const CASES: &[Case] = &[
         tracestate: None,
         flags: "01",
     },
+    // Level 2: a root the gateway starts has a random trace id, so sampled + random.
     Case {
-        name: "no context starts a sampled root",
+        name: "no context starts a sampled random root",
         path: "/api/x",
         send: &[],
         trace_id: None,
         tracestate: None,
-        flags: "01",
+        flags: "03",
     },
     Case {
         name: "invalid traceparent restarts and drops tracestate",
@@ -172,7 +173,51 @@ const CASES: &[Case] = &[
         ],
         trace_id: None,
         tracestate: None,
+        flags: "03",
+    },
+    Case {
+        name: "repeated traceparent restarts and drops tracestate",
+        path: "/api/x",
+        send: &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ],
+        trace_id: None,
+        tracestate: None,
+        flags: "03",
+    },
+    Case {
+        name: "repeated tracestate fields combine, first duplicate kept, OWS normalised",
+        path: "/api/x",
+        send: &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE , rojo=1"),
+            ("tracestate", "congo=dup,Bad=x,t@sys=2"),
+        ],
+        trace_id: Some(CALLER_TRACE),
+        tracestate: Some("congo=t61rcWkgMzE,rojo=1,t@sys=2"),
         flags: "01",
+    },
+    Case {
+        name: "w3c random flag passes as received",
+        path: "/api/x",
+        send: &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03",
+        )],
+        trace_id: Some(CALLER_TRACE),
+        tracestate: None,
+        flags: "03",
     },
 ];
 
@@ -577,6 +622,11 @@ async fn admin_reports_request_metrics() {
     )
     .await;
     send(false, edge, "GET", "/strict/x", &[], "").await;
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let trimmed = [("traceparent", tp), ("tracestate", "a=1,a=2,Bad=3")];
+    send(false, edge, "GET", "/api/x", &trimmed, "").await;
+    let repeated = [("traceparent", tp), ("traceparent", tp)];
+    send(false, edge, "GET", "/api/x", &repeated, "").await;
     let admin = gw.address("admin").unwrap();
     let (status, _, body) = send(false, admin, "GET", "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::OK);
@@ -587,7 +637,8 @@ async fn admin_reports_request_metrics() {
         })
     };
     assert!(
-        has("tracebridge_requests_total|listener=\"edge\"|route=\"main\"|code=\"200\"| 1"),
+        // jaeger, trimmed tracestate, repeated traceparent: three answered on the main route.
+        has("tracebridge_requests_total|listener=\"edge\"|route=\"main\"|code=\"200\"| 3"),
         "{text}"
     );
     assert!(
@@ -602,6 +653,18 @@ async fn admin_reports_request_metrics() {
         has("tracebridge_trace_rejected_total|listener=\"edge\"| 1"),
         "{text}"
     );
+    assert!(
+        has("tracebridge_trace_extract_total|format=\"w3c\"|result=\"invalid\"| 1"),
+        "{text}"
+    );
+    for reason in ["invalid", "duplicate"] {
+        assert!(
+            has(&format!(
+                "tracebridge_tracestate_trimmed_total|listener=\"edge\"|reason=\"{reason}\"| 1"
+            )),
+            "{reason}: {text}"
+        );
+    }
     let (status, _, body) = send(false, admin, "GET", "/healthz", &[], "").await;
     assert_eq!(
         (status, body),

@@ -188,6 +188,7 @@ fn extract(
         (None, Some((f, _))) => Extraction::Invalid(*f),
         (None, None) => Extraction::Missing,
     };
+    call.tracestate = extracted.tracestate;
     extracted
 }
 

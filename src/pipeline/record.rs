@@ -66,6 +66,9 @@ impl Recorder {
         if call.extraction != Extraction::NotRun {
             self.listener.extract(call.extraction);
         }
+        if call.tracestate.trimmed() {
+            self.listener.tracestate(call.tracestate);
+        }
         if let Outcome::Failed { kind, side, .. } = &call.outcome {
             self.listener.error(*kind, *side);
             if *kind == ErrorKind::MissingTraceContext {

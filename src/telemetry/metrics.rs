@@ -9,6 +9,7 @@
 //! | `tracebridge_upstream_duration_seconds` | upstream |
 //! | `tracebridge_trace_extract_total` | listener, format, result (ok, invalid, missing) |
 //! | `tracebridge_trace_rejected_total` | listener |
+//! | `tracebridge_tracestate_trimmed_total` | listener, reason (invalid, duplicate, truncated) |
 //! | `tracebridge_errors_total` | listener, kind, side |
 //! | `tracebridge_decode_errors_total` | protocol, reason |
 //! | `tracebridge_connections_active`, `tracebridge_connections_total` | listener |
@@ -40,6 +41,7 @@ use prometheus_client::registry::Registry;
 
 use crate::call::{Code, Extraction, Protocol};
 use crate::error::{ErrorKind, Side};
+use crate::trace::TracestateOutcome;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -73,6 +75,12 @@ struct ExtractLabels {
     listener: String,
     format: String,
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrimLabels {
+    listener: String,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,6 +159,7 @@ pub struct Metrics {
     upstream_duration: Histograms<UpstreamLabels>,
     trace_extract: Family<ExtractLabels, Counter>,
     trace_rejected: Family<ListenerLabels, Counter>,
+    tracestate_trimmed: Family<TrimLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     decode_errors: Family<DecodeLabels, Counter>,
     connections_active: Family<ListenerLabels, Gauge>,
@@ -181,6 +190,7 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(latency_histogram),
             trace_extract: Family::default(),
             trace_rejected: Family::default(),
+            tracestate_trimmed: Family::default(),
             errors: Family::default(),
             decode_errors: Family::default(),
             connections_active: Family::default(),
@@ -225,6 +235,11 @@ impl Metrics {
             "trace_rejected",
             "Calls rejected for missing trace context",
             m.trace_rejected.clone(),
+        );
+        r.register(
+            "tracestate_trimmed",
+            "Calls whose W3C tracestate lost members on extract, by reason (a call counts once per reason)",
+            m.tracestate_trimmed.clone(),
         );
         r.register(
             "errors",
@@ -296,6 +311,7 @@ impl Metrics {
             connections_active: self.connections_active.get_or_create(&labels).clone(),
             connections_total: self.connections_total.get_or_create(&labels).clone(),
             extract: Lazy::default(),
+            tracestate_trimmed: Lazy::default(),
             errors: Lazy::default(),
         }))
     }
@@ -391,6 +407,7 @@ struct ListenerInner {
     connections_active: Gauge,
     connections_total: Counter,
     extract: Lazy<Extraction, Counter>,
+    tracestate_trimmed: Lazy<&'static str, Counter>,
     errors: Lazy<(ErrorKind, Side), Counter>,
 }
 
@@ -416,6 +433,32 @@ impl ListenerMetrics {
         i.extract.with(result, make, |c| {
             c.inc();
         });
+    }
+
+    /// What extract dropped of a call's `tracestate`: one count per reason that applied.
+    pub fn tracestate(&self, outcome: TracestateOutcome) {
+        let i = &self.0;
+        for (dropped, reason) in [
+            (outcome.dropped_invalid, "invalid"),
+            (outcome.dropped_duplicate, "duplicate"),
+            (outcome.truncated, "truncated"),
+        ] {
+            if dropped == 0 {
+                continue;
+            }
+            let make = || {
+                i.metrics
+                    .tracestate_trimmed
+                    .get_or_create(&TrimLabels {
+                        listener: i.name.clone(),
+                        reason: reason.into(),
+                    })
+                    .clone()
+            };
+            i.tracestate_trimmed.with(reason, make, |c| {
+                c.inc();
+            });
+        }
     }
 
     /// A call rejected for missing trace context.
@@ -589,6 +632,18 @@ mod tests {
         );
         let listener = m.listener("edge");
         listener.extract(Extraction::Found(Format::Jaeger));
+        let trimmed = TracestateOutcome {
+            kept: 2,
+            dropped_invalid: 3,
+            truncated: 1,
+            ..Default::default()
+        };
+        listener.tracestate(trimmed);
+        listener.tracestate(TracestateOutcome {
+            truncated: 4,
+            ..Default::default()
+        });
+        listener.tracestate(TracestateOutcome::default());
         listener.error(ErrorKind::NoRoute, Side::Downstream);
         listener.connection_opened();
         listener.connection_opened();
@@ -602,6 +657,8 @@ mod tests {
             r#"tracebridge_requests_total{listener="edge",route="users",protocol="thrift",code="exception",outcome="no_route"} 1"#,
             r#"tracebridge_trace_extract_total{listener="edge",format="jaeger",result="ok"} 1"#,
             r#"tracebridge_errors_total{listener="edge",kind="no_route",side="downstream"} 1"#,
+            r#"tracebridge_tracestate_trimmed_total{listener="edge",reason="invalid"} 1"#,
+            r#"tracebridge_tracestate_trimmed_total{listener="edge",reason="truncated"} 2"#,
             r#"tracebridge_upstream_requests_total{upstream="svc",outcome="upstream_timeout"} 1"#,
             r#"tracebridge_connections_active{listener="edge"} 1"#,
             r#"tracebridge_connections_total{listener="edge"} 2"#,
@@ -610,6 +667,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+        assert!(!text.contains(r#"reason="duplicate""#), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

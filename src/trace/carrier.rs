@@ -11,6 +11,11 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub trait Carrier {
     /// The value of `key`, if present (the first value for HTTP, the last for THeader).
     fn get(&self, key: &str) -> Option<&[u8]>;
+    /// Calls `f` with every value of `key`, in the order received: each HTTP field line
+    /// (`HeaderMap::get_all`), each THeader pair with that key. For headers whose repeated
+    /// fields are combined (RFC 9110 §5.3: `tracestate`) or must not repeat (`traceparent`).
+    /// The values borrow from the carrier, so `f` may keep them.
+    fn get_all<'a>(&'a self, key: &str, f: &mut dyn FnMut(&'a [u8]));
     /// Sets `key` to `value`, replacing any existing values. `value` comes from the id pool.
     /// Values that are not valid for the carrier (e.g. control characters in HTTP) are skipped.
     fn set(&mut self, key: &'static str, value: Bytes);
@@ -30,6 +35,12 @@ pub trait Carrier {
 impl Carrier for HeaderMap {
     fn get(&self, key: &str) -> Option<&[u8]> {
         HeaderMap::get(self, key).map(HeaderValue::as_bytes)
+    }
+
+    fn get_all<'a>(&'a self, key: &str, f: &mut dyn FnMut(&'a [u8])) {
+        for value in HeaderMap::get_all(self, key) {
+            f(value.as_bytes());
+        }
     }
 
     fn set(&mut self, key: &'static str, value: Bytes) {
@@ -80,6 +91,14 @@ impl Carrier for Vec<(Bytes, Bytes)> {
             .map(|(_, v)| v.as_ref())
     }
 
+    fn get_all<'a>(&'a self, key: &str, f: &mut dyn FnMut(&'a [u8])) {
+        for (k, v) in self {
+            if k.as_ref() == key.as_bytes() {
+                f(v);
+            }
+        }
+    }
+
     fn set(&mut self, key: &'static str, value: Bytes) {
         Carrier::remove(self, key);
         self.push((Bytes::from_static(key.as_bytes()), value));
@@ -103,6 +122,22 @@ impl Carrier for Vec<(Bytes, Bytes)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn all<'a>(c: &'a dyn Carrier, key: &str) -> Vec<&'a [u8]> {
+        let mut values = Vec::new();
+        c.get_all(key, &mut |v| values.push(v));
+        values
+    }
+
+    #[test]
+    fn get_all_gives_every_field_line_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("tracestate", HeaderValue::from_static("a=1"));
+        h.append("x-other", HeaderValue::from_static("x"));
+        h.append("tracestate", HeaderValue::from_static("b=2, c=3"));
+        assert_eq!(all(&h, "tracestate"), [&b"a=1"[..], b"b=2, c=3"]);
+        assert!(all(&h, "traceparent").is_empty());
+    }
 
     #[test]
     fn header_map_first_value_and_replace() {
@@ -135,6 +170,8 @@ mod tests {
             ),
         ];
         assert_eq!(Carrier::get(&l, "traceparent"), Some(&b"last"[..]));
+        assert_eq!(all(&l, "traceparent"), [&b"first"[..], b"last"]);
+        assert!(all(&l, "tracestate").is_empty());
         Carrier::set(&mut l, "traceparent", Bytes::from_static(b"new"));
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].0, Bytes::from_static(b"Traceparent"));

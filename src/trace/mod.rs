@@ -20,7 +20,7 @@ mod w3c;
 pub use carrier::Carrier;
 pub use pool::IdWriter;
 pub use propagator::{Extracted, Propagator};
-pub use tracestate::TraceState;
+pub use tracestate::{TraceState, TracestateOutcome};
 
 use bytes::Bytes;
 
@@ -32,17 +32,36 @@ pub struct TraceId(pub [u8; 16]);
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SpanId(pub [u8; 8]);
 
-/// W3C trace flags; bit 0 is `sampled`.
+/// W3C trace flags; bit 0 is `sampled`, bit 1 (Level 2) is `random`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
 pub struct TraceFlags(pub u8);
 
 impl TraceFlags {
     /// The `sampled` bit.
     pub const SAMPLED: TraceFlags = TraceFlags(0x01);
+    /// The `random` bit (W3C Trace Context Level 2): at least the right-most 7 bytes of the
+    /// trace id were made at random.
+    pub const RANDOM: TraceFlags = TraceFlags(0x02);
+    /// Every bit the W3C spec defines; others are not propagated.
+    pub const KNOWN: TraceFlags = TraceFlags(0x03);
 
     /// Whether the sampled bit is set.
     pub fn is_sampled(self) -> bool {
         self.0 & 0x01 != 0
+    }
+
+    /// Whether the random bit is set.
+    pub fn is_random(self) -> bool {
+        self.0 & Self::RANDOM.0 != 0
+    }
+
+    /// These flags with the random bit set to `random`.
+    pub fn with_random(self, random: bool) -> TraceFlags {
+        if random {
+            TraceFlags(self.0 | Self::RANDOM.0)
+        } else {
+            TraceFlags(self.0 & !Self::RANDOM.0)
+        }
     }
 
     /// These flags with the sampled bit set to `sampled`.
@@ -81,12 +100,12 @@ impl TraceContext {
         }
     }
 
-    /// A new root: a fresh trace id and span id.
+    /// A new root: a fresh random trace id (so the `random` flag is set) and span id.
     pub fn new_root(sampled: bool) -> TraceContext {
         TraceContext {
             trace_id: TraceId::random(),
             span_id: SpanId::random(),
-            flags: TraceFlags::default().with_sampled(sampled),
+            flags: TraceFlags::RANDOM.with_sampled(sampled),
             ..Default::default()
         }
     }
@@ -239,10 +258,42 @@ pub enum ParseError {
         /// Header name.
         header: &'static str,
     },
+    /// A header that must appear once came in several fields (W3C `traceparent`: combined
+    /// per RFC 9110 §5.3 they would read "a, b", which is no valid value).
+    #[error("{header}: repeated ({count} fields)")]
+    Repeated {
+        /// Header name.
+        header: &'static str,
+        /// How many fields carried it.
+        count: usize,
+    },
     /// Anything else malformed.
     #[error("{header}: malformed")]
     Malformed {
         /// Header name.
         header: &'static str,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_flag_bits() {
+        assert_eq!(TraceFlags::default().with_random(true), TraceFlags(0x02));
+        assert!(TraceFlags(0x03).is_random() && TraceFlags(0x03).is_sampled());
+        assert_eq!(TraceFlags(0x03).with_random(false), TraceFlags::SAMPLED);
+        assert_eq!(TraceFlags::RANDOM.with_sampled(true), TraceFlags(0x03));
+    }
+
+    #[test]
+    fn new_roots_are_random_and_children_keep_the_flags() {
+        let root = TraceContext::new_root(false);
+        assert_eq!(root.flags, TraceFlags::RANDOM);
+        assert_eq!(TraceContext::new_root(true).flags, TraceFlags(0x03));
+        let child = root.child();
+        assert_eq!((child.trace_id, child.flags), (root.trace_id, root.flags));
+        assert_ne!(child.span_id, root.span_id);
+    }
 }

@@ -1,6 +1,7 @@
 //! [`Propagator`]: the configured extract order and inject set over every format.
 
 use super::pool::IdWriter;
+use super::tracestate::TracestateOutcome;
 use super::{Carrier, Format, ParseError, TraceContext, b3, baggage, binary, jaeger, w3c};
 
 /// What extraction found.
@@ -12,6 +13,9 @@ pub struct Extracted {
     pub format: Option<Format>,
     /// The first invalid header seen (counted in metrics; the trace restarts).
     pub invalid: Option<(Format, ParseError)>,
+    /// What happened to the W3C `tracestate` that came with a valid `traceparent` (members
+    /// kept, dropped as invalid or duplicate, truncated to the limits); zero otherwise.
+    pub tracestate: TracestateOutcome,
 }
 
 /// Every header any format writes (baggage and `uberctx-*` are not trace headers: they pass).
@@ -69,7 +73,7 @@ impl Propagator {
         let mut found = Extracted::default();
         for &format in &self.extract {
             let result = match format {
-                Format::W3c => w3c::extract(carrier),
+                Format::W3c => w3c::extract(carrier, &mut found.tracestate),
                 Format::Jaeger => jaeger::extract(carrier),
                 Format::B3 | Format::B3Multi => match b3::extract_single(carrier) {
                     Ok(None) => b3::extract_multi(carrier),
@@ -265,6 +269,46 @@ mod tests {
             p.inject(&unsampled, &mut l, &mut IdWriter::default());
             assert_eq!(p.extract(&l).context, Some(unsampled), "{f:?} unsampled");
         }
+    }
+
+    #[test]
+    fn repeated_traceparent_restarts_and_is_counted_invalid() {
+        let mut h = map(&[("uber-trace-id", "1:2:0:1")]);
+        h.append("traceparent", TP.parse().unwrap());
+        h.append("traceparent", TP.parse().unwrap());
+        let p = Propagator::new(vec![Format::W3c], vec![]);
+        let e = p.extract(&h);
+        assert_eq!(e.context, None);
+        assert_eq!(
+            e.invalid,
+            Some((
+                Format::W3c,
+                ParseError::Repeated {
+                    header: "traceparent",
+                    count: 2
+                }
+            ))
+        );
+        // Another format in the extract order still gives the context.
+        let p = Propagator::new(vec![Format::W3c, Format::Jaeger], vec![]);
+        assert_eq!(p.extract(&h).format, Some(Format::Jaeger));
+    }
+
+    #[test]
+    fn tracestate_outcome_is_reported() {
+        let mut h = map(&[("traceparent", TP), ("tracestate", "a=1,a=2")]);
+        h.append("tracestate", "B=3".parse().unwrap());
+        let e = Propagator::new(vec![Format::W3c], vec![]).extract(&h);
+        assert_eq!(e.context.unwrap().tracestate.0, "a=1");
+        assert_eq!(
+            e.tracestate,
+            TracestateOutcome {
+                kept: 1,
+                dropped_invalid: 1,
+                dropped_duplicate: 1,
+                truncated: 0
+            }
+        );
     }
 
     #[test]

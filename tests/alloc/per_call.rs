@@ -336,10 +336,10 @@ fn check_http(trace: Option<&'static str>, sampled: bool, what: &str) {
     if trace.is_some() {
         assert!(sent.starts_with(&format!("00-{TRACE}-")), "{sent}");
     }
-    assert!(
-        sent.ends_with(if sampled { "-01" } else { "-00" }),
-        "{sent}"
-    );
+    // A root the gateway starts carries the Level 2 random flag (0x02) as well.
+    let random = if trace.is_none() { 0x02 } else { 0x00 };
+    let flags = format!("-{:02x}", random | u8::from(sampled));
+    assert!(sent.ends_with(&flags), "{sent}");
 }
 
 #[test]

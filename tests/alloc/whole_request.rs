@@ -66,7 +66,8 @@ impl SeenFlags {
     fn note(&self, traceparent: Option<&[u8]>) {
         let slot = match traceparent {
             None => &self.none,
-            Some(t) if t.ends_with(b"-01") => &self.sampled,
+            // Sampled, with or without the Level 2 random bit (set on the gateway's roots).
+            Some(t) if t.ends_with(b"-01") || t.ends_with(b"-03") => &self.sampled,
             Some(_) => &self.unsampled,
         };
         slot.fetch_add(1, Ordering::Relaxed);
