@@ -3,6 +3,10 @@
 //! [`HttpCall`] adapter: plain HTTP, gRPC, gRPC-Web (leaving as gRPC) and, on routes with
 //! `bridge = "json-grpc"`, plain HTTP/JSON bridged to a gRPC upstream (see [`bridge`]).
 //!
+//! Before routing, the request target is settled (see [`target`](crate::codec::http::target)): one authority, which
+//! becomes the `Host` an HTTP/1.1 upstream sees, and a normalised path; `CONNECT` is refused.
+//! `X-Forwarded-*` from a peer outside the listener's `trusted_proxies` are overwritten.
+//!
 //! h2c via `Upgrade: h2c` is deprecated by RFC 9113 §3.1; a request that offers it is served
 //! over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore `Upgrade`) and the header is not forwarded.
 
@@ -28,16 +32,23 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod bridge;
+mod downstream;
 
 use crate::bridge::JsonGrpcBridge;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
-use crate::codec::http::{add_forwarding_headers, client_value, own_hops, remove_hop_by_hop};
+use crate::codec::http::target::{TargetError, decode_target};
+use crate::codec::http::{
+    Forwarded, add_forwarding_headers, client_value, own_hops, remove_hop_by_hop,
+};
 use crate::codec::{grpc, grpc_web};
+use crate::config::PathNormalization;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::pipeline::{self, Adapter, Recorded, RoutePolicy, Routed, Stage, respond};
-use crate::policy::HttpRequestView;
+use crate::policy::trust::is_trusted;
+use crate::policy::{Cidr, HttpRequestView};
 use crate::trace::Carrier;
 use crate::upstream::http::{BoxError, HttpUpstream, UpstreamBody, box_body};
+use downstream::DownstreamBody;
 
 pub use crate::pipeline::respond::ResponseBody;
 
@@ -53,6 +64,8 @@ pub struct HttpRoute {
     pub upstream: Arc<HttpUpstream>,
     /// HTTP/JSON → gRPC transcoding for plain HTTP callers (`bridge = "json-grpc"`).
     pub bridge: Option<Arc<JsonGrpcBridge>>,
+    /// The `Host` sent upstream instead of the caller's authority (`host_rewrite`).
+    pub host_rewrite: Option<HeaderValue>,
 }
 
 impl Routed for HttpRoute {
@@ -75,6 +88,15 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
+/// What a listener does with hostile request targets and forwarding headers.
+#[derive(Debug, Clone, Default)]
+pub struct Hardening {
+    /// What happens to request paths before routing.
+    pub path_normalization: PathNormalization,
+    /// Peers whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Arc<[Cidr]>,
+}
+
 /// Accepts connections until `shutdown` fires, then drains in-flight requests for up to
 /// `limits.drain_timeout`. Each request runs on the stage current when it arrives (a
 /// reload swaps `stage`; requests in flight finish on the one they started with).
@@ -82,6 +104,7 @@ pub async fn serve_http(
     listener: TcpListener,
     stage: Arc<ArcSwap<HttpStage>>,
     limits: Limits,
+    hardening: Hardening,
     shutdown: CancellationToken,
 ) {
     let name = stage.load().listener.clone();
@@ -99,7 +122,7 @@ pub async fn serve_http(
     {
         recorder.listener.connection_opened();
         let service_stage = stage.clone();
-        let peer = Peer::new(remote);
+        let peer = Peer::new(remote, &hardening);
         let service = hyper::service::service_fn(move |req| {
             let call = handle(service_stage.load_full(), &peer, req);
             async move { Ok::<_, Infallible>(call.await) }
@@ -131,8 +154,10 @@ pub async fn serve_http(
 pub fn handle(
     stage: Arc<HttpStage>,
     peer: &Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send + use<> {
+    // decode: a refused target is answered by the route phase (with the call's trace id).
+    let refused = decode_target(&mut req, peer.path_normalization).err();
     // gRPC-Web calls are gRPC calls once translated: same statuses, deadlines and spans.
     let web = grpc_web::mode(req.headers());
     let protocol = match (&web, grpc::is_grpc(req.headers())) {
@@ -157,6 +182,8 @@ pub fn handle(
         bridged: None,
         caller_deadline: false,
         forwarded_for: peer.forwarded_for.clone(),
+        trusted: peer.trusted,
+        refused,
     };
     pipeline::run(stage, adapter, call, req)
 }
@@ -170,15 +197,21 @@ pub struct Peer {
     pub ip: Arc<str>,
     /// Its IP as an `X-Forwarded-For` element.
     pub forwarded_for: HeaderValue,
+    /// It is one of the listener's `trusted_proxies`: its `X-Forwarded-*` are kept.
+    pub trusted: bool,
+    /// The listener's `path_normalization`.
+    pub path_normalization: PathNormalization,
 }
 
 impl Peer {
-    /// The peer at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// The peer at `addr`, on a listener with `hardening`.
+    pub fn new(addr: SocketAddr, hardening: &Hardening) -> Self {
         Peer {
             addr,
             ip: addr.ip().to_string().into(),
             forwarded_for: client_value(addr.ip()),
+            trusted: is_trusted(&hardening.trusted_proxies, addr.ip()),
+            path_normalization: hardening.path_normalization,
         }
     }
 }
@@ -196,6 +229,10 @@ struct HttpCall {
     bridged: Option<bridge::BridgedCall>,
     /// The deadline is the caller's `grpc-timeout`, not the route timeout.
     caller_deadline: bool,
+    /// The caller is a trusted proxy: its `X-Forwarded-*` are kept.
+    trusted: bool,
+    /// Why the request target was refused at decode, if it was.
+    refused: Option<TargetError>,
 }
 
 impl Adapter for HttpCall {
@@ -211,6 +248,9 @@ impl Adapter for HttpCall {
         call: &mut Call,
         req: &Request<Incoming>,
     ) -> Result<Arc<HttpRoute>, GatewayError> {
+        if let Some(why) = self.refused.take() {
+            return Err(refused(why));
+        }
         let Some(route) = stage.router.match_http(&HttpRequestView::of(req)) else {
             return Err(GatewayError::new(
                 ErrorKind::NoRoute,
@@ -247,7 +287,18 @@ impl Adapter for HttpCall {
         call.bytes_in = content_length(req.headers());
         let version = req.version();
         remove_hop_by_hop(req.headers_mut());
-        add_forwarding_headers(req.headers_mut(), version, &self.forwarded_for);
+        let headers = req.headers_mut();
+        let host = headers.get(http::header::HOST).cloned();
+        let forwarded = Forwarded {
+            version,
+            client: &self.forwarded_for,
+            host: host.as_ref(),
+            trusted: self.trusted,
+        };
+        add_forwarding_headers(headers, &forwarded);
+        if let Some(name) = &route.host_rewrite {
+            headers.insert(http::header::HOST, name.clone());
+        }
         if call.protocol.speaks_grpc() {
             // The caller's grpc-timeout, if sooner than the route's, bounds the call.
             let caller = req
@@ -283,12 +334,12 @@ impl Adapter for HttpCall {
                 if w.text {
                     let fault = grpc_web::Fault::default();
                     self.fault = Some(fault.clone());
-                    box_body(grpc_web::DecodeText::new(body, fault))
+                    box_body(grpc_web::DecodeText::new(DownstreamBody::new(body), fault))
                 } else {
-                    box_body(body)
+                    box_body(DownstreamBody::new(body))
                 }
             }
-            None => box_body(body),
+            None => box_body(DownstreamBody::new(body)),
         };
         Ok(Request::from_parts(parts, body))
     }
@@ -326,6 +377,14 @@ impl Adapter for HttpCall {
                 Side::Downstream,
                 why.clone(),
             )),
+            // The caller's body broke off or was malformed (e.g. bad chunked framing): the
+            // upstream client reports it as a send error, but the fault is the caller's.
+            (Err(e), None) if downstream::body_failure(&e).is_some() => Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                Side::Downstream,
+                "request body could not be read from the downstream",
+            )
+            .with_source(e)),
             (result, _) => result,
         }
     }
@@ -388,6 +447,15 @@ impl Adapter for HttpCall {
             }
         }
     }
+}
+
+/// A request target refused at decode, as the gateway's error.
+fn refused(why: TargetError) -> GatewayError {
+    let kind = match why {
+        TargetError::Connect => ErrorKind::MethodNotAllowed,
+        _ => ErrorKind::BadRequest,
+    };
+    GatewayError::new(kind, Side::Downstream, why.to_string())
 }
 
 fn content_length(headers: &http::HeaderMap) -> u64 {
