@@ -235,3 +235,17 @@ impl std::error::Error for GatewayError {
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_not_allowed_row() {
+        let k = ErrorKind::MethodNotAllowed;
+        assert_eq!(k.as_str(), "method_not_allowed");
+        assert_eq!((k.http_status(), k.http_status_str()), (405, "405"));
+        assert_eq!(k.grpc_code(), 12); // UNIMPLEMENTED
+        assert_eq!(k.thrift_exception(), 1); // UNKNOWN_METHOD
+    }
+}

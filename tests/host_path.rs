@@ -182,7 +182,11 @@ async fn refused(setup: &Setup, listener: &str, request: &str, status: u16, kind
         (kind.to_owned(), "downstream".to_owned()),
         "{request:?}"
     );
-    assert_eq!(setup.seen_by_none(), before, "{request:?} reached an upstream");
+    assert_eq!(
+        setup.seen_by_none(),
+        before,
+        "{request:?} reached an upstream"
+    );
 }
 
 #[tokio::test]
@@ -341,7 +345,12 @@ async fn forwarding_headers_are_overwritten_unless_the_peer_is_trusted() {
     // (listener, X-Forwarded-For, -Proto, -Host the upstream must see)
     let cases = [
         ("edge", "127.0.0.1", "http", "api.test"),
-        ("behind_lb", "203.0.113.9, 127.0.0.1", "https", "forged.test"),
+        (
+            "behind_lb",
+            "203.0.113.9, 127.0.0.1",
+            "https",
+            "forged.test",
+        ),
     ];
     for (listener, xff, xfp, xfh) in cases {
         let got = raw(s.at(listener), request).await;
@@ -391,7 +400,8 @@ async fn a_malformed_chunked_body_is_the_downstreams_400() {
         ("bad_request".to_owned(), "downstream".to_owned())
     );
     assert!(
-        got.body.contains("request body could not be read from the downstream"),
+        got.body
+            .contains("request body could not be read from the downstream"),
         "{}",
         got.body
     );

@@ -13,15 +13,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -33,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 mod bridge;
 mod downstream;
+mod recorded;
 
 use crate::bridge::JsonGrpcBridge;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
@@ -47,8 +44,9 @@ use crate::pipeline::{self, Adapter, Recorded, RoutePolicy, Routed, Stage, respo
 use crate::policy::trust::is_trusted;
 use crate::policy::{Cidr, HttpRequestView};
 use crate::trace::Carrier;
-use crate::upstream::http::{BoxError, HttpUpstream, UpstreamBody, box_body};
+use crate::upstream::http::{HttpUpstream, UpstreamBody, box_body};
 use downstream::DownstreamBody;
+pub(crate) use recorded::RecordedBody;
 
 pub use crate::pipeline::respond::ResponseBody;
 
@@ -409,14 +407,10 @@ impl Adapter for HttpCall {
                 code: Code::Http(parts.status.as_u16()),
             },
         };
-        let body = RecordedBody {
-            inner: body,
-            call: Some(call),
-            fault: self.fault.clone(),
-            // A bridged answer is known only once the bridge has read the reply: the
-            // bridge's body ends the call.
-            hold: self.bridged.is_some(),
-        };
+        // A bridged answer is known only once the bridge has read the reply: the bridge's
+        // body ends the call.
+        let hold = self.bridged.is_some();
+        let body = RecordedBody::new(body, call, self.fault.clone(), hold);
         if let Some(bridged) = self.bridged {
             return Box::pin(bridge::respond(bridged, parts, body)).await;
         }
@@ -464,96 +458,4 @@ fn content_length(headers: &http::HeaderMap) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-pin_project_lite::pin_project! {
-    /// The upstream's response body, streamed through; the call is recorded when it ends (or
-    /// is dropped), with the gRPC status from the trailers and the bytes sent.
-    pub(crate) struct RecordedBody {
-        #[pin]
-        inner: Incoming,
-        call: Option<Recorded>,
-        fault: Option<grpc_web::Fault>,
-        hold: bool,
-    }
-}
-
-impl RecordedBody {
-    /// The call, until the body ended.
-    pub(crate) fn call_mut(&mut self) -> Option<&mut Recorded> {
-        self.call.as_mut()
-    }
-
-    /// Ends the call: a caller's undecodable request body (gRPC-Web text) outranks whatever
-    /// the upstream answered.
-    fn finish(call: &mut Option<Recorded>, fault: Option<&grpc_web::Fault>, hold: bool) {
-        if let (Some(c), Some(why)) = (call.as_mut(), fault.and_then(|f| f.get())) {
-            c.recorder().metrics.decode_error("grpc-web", "bad_base64");
-            let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why.clone());
-            c.failed(&err, Code::Grpc(err.kind.grpc_code()));
-        }
-        if !hold {
-            call.take();
-        }
-    }
-}
-
-impl Body for RecordedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(c) = this.call.as_mut() {
-                    c.outcome = Outcome::Broken {
-                        code: c.outcome.code(),
-                        message: format!("upstream body failed: {e}").into(),
-                    };
-                }
-                RecordedBody::finish(this.call, this.fault.as_ref(), *this.hold);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                // A gRPC answer that ended without a status: UNKNOWN, as gRPC clients see it.
-                if let Some(c) = this.call.as_mut()
-                    && c.outcome == Outcome::Pending
-                {
-                    c.outcome = Outcome::Answered {
-                        code: Code::Grpc(2),
-                    };
-                }
-                RecordedBody::finish(this.call, this.fault.as_ref(), *this.hold);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(c) = this.call.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        c.bytes_out += data.len() as u64;
-                    } else if let Some(trailers) = frame.trailers_ref()
-                        && c.protocol.speaks_grpc()
-                    {
-                        let status = grpc::status_of(trailers).unwrap_or(2);
-                        c.outcome = Outcome::Answered {
-                            code: Code::Grpc(status),
-                        };
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
