@@ -259,15 +259,29 @@ async fn h2(address: SocketAddr) -> h2::client::SendRequest<Bytes> {
     client.ready().await.unwrap()
 }
 
-async fn h2_get(address: SocketAddr, uri: &str) -> u16 {
+/// Sends `req` (no body) over h2c and collects the status and body.
+async fn h2_send(address: SocketAddr, req: Request<()>) -> (u16, String) {
     let mut client = h2(address).await;
-    let req = Request::get(uri).body(()).unwrap();
-    let (response, _) = client.send_request(req, true).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(5), response)
+    let exchange = async {
+        let (response, _) = client.send_request(req, true).unwrap();
+        let (parts, mut body) = response.await.unwrap().into_parts();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+            bytes.extend_from_slice(&chunk);
+        }
+        (parts.status.as_u16(), String::from_utf8(bytes).unwrap())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .expect("no answer within 5 s")
-        .unwrap();
-    response.status().as_u16()
+}
+
+async fn h2_get(address: SocketAddr, uri: &str) -> u16 {
+    h2_send(address, Request::get(uri).body(()).unwrap())
+        .await
+        .0
 }
 
 #[tokio::test]
@@ -292,6 +306,17 @@ async fn h2_authority_is_the_host_an_http1_upstream_sees_unless_rewritten() {
     .await;
     assert_eq!(got.status, 200, "{got:?}");
     assert_eq!(header(&s.hosted.last(), "host"), Some("internal.svc:8080"));
+    assert_eq!(s.hosted.count(), 3);
+
+    // A Host beside an :authority that names another authority is refused (RFC 9113 §8.3.1).
+    let req = Request::get("http://admin.test/x")
+        .header("host", "evil.test")
+        .body(())
+        .unwrap();
+    let (status, body) = h2_send(s.at("edge"), req).await;
+    assert_eq!(status, 400, "{body}");
+    let got = Raw { status, body };
+    assert_eq!(got.error(), ("bad_request".into(), "downstream".into()));
     assert_eq!(s.hosted.count(), 3);
 }
 
