@@ -53,6 +53,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The call names a method or service the gateway does not know.
     Unimplemented,
+    /// The request method is not served here (`CONNECT`: the gateway does not tunnel).
+    MethodNotAllowed,
     /// The request already crossed this gateway too many times (a routing loop).
     LoopDetected,
     /// A Thrift THeader frame asks for a transform the gateway does not apply (or repeats one).
@@ -74,6 +76,7 @@ impl ErrorKind {
             ErrorKind::UpstreamProtocol => "upstream_protocol",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unimplemented => "unimplemented",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::LoopDetected => "loop_detected",
             ErrorKind::InvalidTransform => "invalid_transform",
             ErrorKind::Internal => "internal",
@@ -90,6 +93,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::Unavailable => 503,
             ErrorKind::Unimplemented => 501,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::LoopDetected => 508,
             ErrorKind::InvalidTransform => 415,
             ErrorKind::Internal => 500,
@@ -101,6 +105,7 @@ impl ErrorKind {
         match self.http_status() {
             400 => "400",
             404 => "404",
+            405 => "405",
             413 => "413",
             415 => "415",
             500 => "500",
@@ -116,29 +121,29 @@ impl ErrorKind {
     /// gRPC status code (the numeric value of `google.rpc.Code`).
     pub fn grpc_code(self) -> u32 {
         match self {
-            ErrorKind::NoRoute | ErrorKind::Unimplemented => 12, // UNIMPLEMENTED
+            ErrorKind::NoRoute | ErrorKind::Unimplemented | ErrorKind::MethodNotAllowed => 12, // UNIMPLEMENTED
             ErrorKind::MissingTraceContext | ErrorKind::BadRequest => 3, // INVALID_ARGUMENT
-            ErrorKind::TooLarge => 8,                            // RESOURCE_EXHAUSTED
-            ErrorKind::UpstreamConnect | ErrorKind::Unavailable => 14, // UNAVAILABLE
-            ErrorKind::UpstreamTimeout => 4,                     // DEADLINE_EXCEEDED
-            ErrorKind::LoopDetected => 10,                       // ABORTED
-            ErrorKind::InvalidTransform => 12,                   // UNIMPLEMENTED
-            ErrorKind::UpstreamProtocol | ErrorKind::Internal => 13, // INTERNAL
+            ErrorKind::TooLarge => 8,                                    // RESOURCE_EXHAUSTED
+            ErrorKind::UpstreamConnect | ErrorKind::Unavailable => 14,   // UNAVAILABLE
+            ErrorKind::UpstreamTimeout => 4,                             // DEADLINE_EXCEEDED
+            ErrorKind::LoopDetected => 10,                               // ABORTED
+            ErrorKind::InvalidTransform => 12,                           // UNIMPLEMENTED
+            ErrorKind::UpstreamProtocol | ErrorKind::Internal => 13,     // INTERNAL
         }
     }
 
     /// Thrift `TApplicationException` type (values from Apache Thrift's `TApplicationException`).
     pub fn thrift_exception(self) -> i32 {
         match self {
-            ErrorKind::NoRoute | ErrorKind::Unimplemented => 1, // UNKNOWN_METHOD
+            ErrorKind::NoRoute | ErrorKind::Unimplemented | ErrorKind::MethodNotAllowed => 1, // UNKNOWN_METHOD
             ErrorKind::MissingTraceContext | ErrorKind::BadRequest => 7, // PROTOCOL_ERROR
-            ErrorKind::TooLarge => 7,                           // PROTOCOL_ERROR
+            ErrorKind::TooLarge => 7,                                    // PROTOCOL_ERROR
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol
             | ErrorKind::Unavailable => 6, // INTERNAL_ERROR: the call did not complete
-            ErrorKind::LoopDetected | ErrorKind::Internal => 6, // INTERNAL_ERROR
-            ErrorKind::InvalidTransform => 8,                   // INVALID_TRANSFORM
+            ErrorKind::LoopDetected | ErrorKind::Internal => 6,          // INTERNAL_ERROR
+            ErrorKind::InvalidTransform => 8,                            // INVALID_TRANSFORM
         }
     }
 }
@@ -228,5 +233,19 @@ impl std::error::Error for GatewayError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_not_allowed_row() {
+        let k = ErrorKind::MethodNotAllowed;
+        assert_eq!(k.as_str(), "method_not_allowed");
+        assert_eq!((k.http_status(), k.http_status_str()), (405, "405"));
+        assert_eq!(k.grpc_code(), 12); // UNIMPLEMENTED
+        assert_eq!(k.thrift_exception(), 1); // UNKNOWN_METHOD
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tracebridge::app;
 use tracebridge::config::{
     self, AccessLogFormat, BridgeKind, Config, ListenerProtocol, OnMissing, OtlpProtocol,
-    RouteMatch, SamplerConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
+    PathNormalization, RouteMatch, SamplerConfig, ThriftProtocol, ThriftTransport,
+    UpstreamProtocol,
 };
 use tracebridge::trace::Format;
 
@@ -161,6 +162,15 @@ fn example_loads_with_every_value() {
         ]
     );
 
+    assert_eq!(c.listeners[0].path_normalization, PathNormalization::Strict);
+    let trusted: Vec<String> = c.listeners[0]
+        .trusted_proxies
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(trusted, ["10.0.0.0/8", "127.0.0.1/32"]);
+    assert!(c.listeners[1].trusted_proxies.is_empty());
+
     let r: Vec<_> = c
         .routes
         .iter()
@@ -228,6 +238,11 @@ fn example_loads_with_every_value() {
         Some("getUser")
     );
     assert_eq!(c.routes[4].matcher, RouteMatch::default());
+    let rewrites: Vec<_> = c.routes.iter().map(|r| r.host_rewrite.as_deref()).collect();
+    assert_eq!(
+        rewrites,
+        [Some("users.internal:9191"), None, None, None, None, None]
+    );
 
     let u: Vec<_> = c
         .upstreams
@@ -355,6 +370,9 @@ fn example_uses_every_key() {
         "endpoints =",
         "connect_timeout =",
         "pool_idle_per_endpoint =",
+        "path_normalization =",
+        "trusted_proxies =",
+        "host_rewrite =",
         "bridge =",
         "descriptor_set =",
         "services =",

@@ -24,7 +24,7 @@ use self::stages::{Builder, Pools};
 use crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
 use crate::config::{AccessLogFormat, Config, ListenerProtocol};
 use crate::error::{ErrorKind, GatewayError, Side};
-use crate::listener::http::{HttpStage, Limits, serve_http};
+use crate::listener::http::{Hardening, HttpStage, Limits, serve_http};
 use crate::listener::thrift::{ThriftStage, serve_thrift};
 use crate::pipeline::Recorder;
 use crate::telemetry::access::AccessLog;
@@ -163,20 +163,6 @@ enum Built {
 
 /// What a reload cannot apply: sockets, the admin endpoint, span export, logging, drain.
 fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
-    let listeners = |c: &Config| {
-        c.listeners
-            .iter()
-            .map(|l| {
-                (
-                    l.name.clone(),
-                    l.protocol,
-                    l.address,
-                    l.max_connections,
-                    l.header_timeout,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     let export = |c: &Config| {
         let t = &c.telemetry;
         (
@@ -187,7 +173,7 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
             t.log_spans,
         )
     };
-    if listeners(old) != listeners(new) {
+    if old.listeners != new.listeners {
         Some("[[listeners]]")
     } else if old.admin != new.admin {
         Some("[admin]")
@@ -282,7 +268,17 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
         let protocol = match listener.protocol {
             ListenerProtocol::Http => {
                 let stage = Arc::new(ArcSwap::from_pointee(builder.http(listener, &recorder)?));
-                tasks.spawn(serve_http(socket, stage.clone(), limits, shutdown.clone()));
+                let hardening = Hardening {
+                    path_normalization: listener.path_normalization,
+                    trusted_proxies: listener.trusted_proxies.as_slice().into(),
+                };
+                tasks.spawn(serve_http(
+                    socket,
+                    stage.clone(),
+                    limits,
+                    hardening,
+                    shutdown.clone(),
+                ));
                 stages.push(LiveStage::Http(stage));
                 "http"
             }

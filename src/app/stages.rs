@@ -155,6 +155,11 @@ impl<'a> Builder<'a> {
                 policy: self.policy(listener, i),
                 upstream,
                 bridge,
+                // Validated as an authority, so always a valid header value.
+                host_rewrite: route
+                    .host_rewrite
+                    .as_deref()
+                    .and_then(|h| http::HeaderValue::from_str(h).ok()),
             };
             routes.push((route.matcher.clone(), Arc::new(target)));
         }

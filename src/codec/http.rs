@@ -1,4 +1,7 @@
-//! HTTP header hygiene for forwarding: what a proxy must remove and add (RFC 9110 §7.6).
+//! HTTP header hygiene for forwarding: what a proxy must remove and add (RFC 9110 §7.6);
+//! [`target`] settles the authority and path a request is routed and forwarded by.
+
+pub mod target;
 
 use std::net::IpAddr;
 
@@ -70,31 +73,60 @@ pub fn client_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
-/// Appends this hop to `Via` and the caller's address (`client`, from [`client_value`]) to
-/// `X-Forwarded-For`, and sets `X-Forwarded-Proto` if absent.
-pub fn add_forwarding_headers(
-    headers: &mut HeaderMap,
-    version: http::Version,
-    client: &HeaderValue,
-) {
-    headers.append(header::VIA, via_value(version));
+/// What a hop adds to the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The downstream's HTTP version (the `Via` token).
+    pub version: http::Version,
+    /// The caller's address, from [`client_value`].
+    pub client: &'a HeaderValue,
+    /// The authority the request was sent to (its `Host`), if any.
+    pub host: Option<&'a HeaderValue>,
+    /// The caller is a trusted proxy: the `X-Forwarded-*` it sent are kept.
+    pub trusted: bool,
+}
+
+/// Appends this hop to `Via` and sets the `X-Forwarded-*` headers. From a trusted proxy the
+/// caller's address is appended to `X-Forwarded-For` and its `X-Forwarded-Proto` /
+/// `X-Forwarded-Host` are kept (set if absent); from anyone else all three are replaced by
+/// what this hop saw, so a client cannot forge its address, scheme or host.
+pub fn add_forwarding_headers(headers: &mut HeaderMap, hop: &Forwarded<'_>) {
+    headers.append(header::VIA, via_value(hop.version));
     let xff = HeaderName::from_static("x-forwarded-for");
-    let combined = match headers.get(&xff).map(HeaderValue::as_bytes) {
-        Some(prior) if !prior.is_empty() => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    if !hop.trusted {
+        headers.insert(xff, hop.client.clone());
+        headers.insert(xfp, HeaderValue::from_static("http"));
+        match hop.host {
+            Some(host) => headers.insert(xfh, host.clone()),
+            None => headers.remove(xfh),
+        };
+        return;
+    }
+    // Every prior field line joins into one list (RFC 9110 §5.3).
+    let mut joined: Vec<u8> = Vec::new();
+    for prior in headers.get_all(&xff).iter().map(HeaderValue::as_bytes) {
+        if !prior.is_empty() {
             joined.extend_from_slice(prior);
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
         }
-        _ => Some(client.clone()),
+    }
+    let combined = if joined.is_empty() {
+        Some(hop.client.clone())
+    } else {
+        joined.extend_from_slice(hop.client.as_bytes());
+        HeaderValue::from_bytes(&joined).ok()
     };
     if let Some(value) = combined {
         headers.insert(xff, value);
     }
     headers
-        .entry(HeaderName::from_static("x-forwarded-proto"))
+        .entry(xfp)
         .or_insert(HeaderValue::from_static("http"));
+    if let Some(host) = hop.host {
+        headers.entry(xfh).or_insert(host.clone());
+    }
 }
 
 #[cfg(test)]
@@ -150,17 +182,62 @@ mod tests {
     }
 
     #[test]
-    fn appends_forwarding_headers() {
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
+    fn forwarding_headers_from_trusted_and_untrusted_callers() {
+        let sent = [
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "forged.test"),
+            ("via", "1.1 edge"),
+        ];
         let client = client_value("127.0.0.1".parse().unwrap());
-        add_forwarding_headers(&mut h, http::Version::HTTP_2, &client);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
-        let via: Vec<_> = h
-            .get_all("via")
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
-        assert_eq!(via, vec!["1.1 edge", "2 tracebridge"]);
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        let host = HeaderValue::from_static("api.test");
+        // (trusted, host, want XFF, want XFP, want XFH)
+        let cases = [
+            (
+                true,
+                Some(&host),
+                "10.0.0.1, 10.0.0.2, 127.0.0.1",
+                "https",
+                Some("forged.test"),
+            ),
+            (false, Some(&host), "127.0.0.1", "http", Some("api.test")),
+            (false, None, "127.0.0.1", "http", None),
+        ];
+        for (trusted, host, xff, xfp, xfh) in cases {
+            let mut h = map(&sent);
+            let hop = Forwarded {
+                version: http::Version::HTTP_2,
+                client: &client,
+                host,
+                trusted,
+            };
+            add_forwarding_headers(&mut h, &hop);
+            assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1, "{trusted}");
+            assert_eq!(h["x-forwarded-for"], xff, "{trusted}");
+            assert_eq!(h["x-forwarded-proto"], xfp, "{trusted}");
+            assert_eq!(
+                h.get("x-forwarded-host").map(|v| v.to_str().unwrap()),
+                xfh,
+                "{trusted}"
+            );
+            let via: Vec<_> = h
+                .get_all("via")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(via, vec!["1.1 edge", "2 tracebridge"]);
+        }
+        let mut h = HeaderMap::new();
+        let hop = Forwarded {
+            version: http::Version::HTTP_11,
+            client: &client,
+            host: Some(&host),
+            trusted: true,
+        };
+        add_forwarding_headers(&mut h, &hop);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.test");
     }
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use crate::bridge::descriptors::{builtin, decode};
 use crate::bridge::{BuildError, JsonGrpcBridge};
+use crate::policy::Cidr;
 use crate::trace::Format;
 
 /// A validated gateway configuration.
@@ -149,6 +150,26 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// Most time to receive a request's headers; default 30s.
     pub header_timeout: Duration,
+    /// What happens to a request path before routing (`path_normalization`); default strict.
+    pub path_normalization: PathNormalization,
+    /// Peers whose `X-Forwarded-*` headers are kept (`trusted_proxies`); default none.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// `path_normalization` of an http listener: what is done to the request path before it is
+/// routed and forwarded. Dot-segments (`.`, `..`) are removed (RFC 3986 §5.2.4) except with
+/// `Off`; the normalised path is the one routed and forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathNormalization {
+    /// `strict`: remove dot-segments; refuse (400) a path holding `%2e` or `%2f`, which
+    /// another hop could decode into a different path than the one routed.
+    #[default]
+    Strict,
+    /// `decode_dots`: decode `%2e` to `.` first, then remove dot-segments; `%2f` is still
+    /// refused.
+    DecodeDots,
+    /// `off`: route and forward the path as received.
+    Off,
 }
 
 /// Listener protocol.
@@ -178,6 +199,8 @@ pub struct RouteConfig {
     pub on_missing: Option<OnMissing>,
     /// Translates the caller's protocol into the upstream's (`bridge = "json-grpc"`).
     pub bridge: Option<BridgeKind>,
+    /// The `Host` an HTTP/1.1 upstream sees (`host_rewrite`); default the caller's authority.
+    pub host_rewrite: Option<String>,
 }
 
 /// A route's protocol bridge.

@@ -94,6 +94,8 @@ pub(super) struct RawListener {
     pub(super) address: Option<String>,
     pub(super) max_connections: Option<i64>,
     pub(super) header_timeout: Option<String>,
+    pub(super) path_normalization: Option<String>,
+    pub(super) trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[[routes]]`
@@ -108,6 +110,7 @@ pub(super) struct RawRoute {
     pub(super) timeout: Option<String>,
     pub(super) on_missing: Option<String>,
     pub(super) bridge: Option<String>,
+    pub(super) host_rewrite: Option<String>,
 }
 
 /// `match = { ... }` of a route.
@@ -310,7 +313,7 @@ match = { host = "a", headers = { "x-b" = "1", "X-A" = "2" }, query = { z = "1",
             (
                 "[[listeners]]\nname = \"a\"\n[[listeners]]\nname = \"b\"\nadress = \"x\"\n",
                 "listeners[1].adress",
-                "unknown field `adress`, expected one of `name`, `protocol`, `address`, `max_connections`, `header_timeout`",
+                "unknown field `adress`, expected one of `name`, `protocol`, `address`, `max_connections`, `header_timeout`, `path_normalization`, `trusted_proxies`",
             ),
             (
                 "[[routes]]\nmatch = { path = \"/\" }\n",

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::trace::Format;
 
+mod hardening;
 mod route;
 mod upstream;
 
@@ -455,6 +456,10 @@ fn listeners(
             DEFAULT_HEADER_TIMEOUT,
             true,
         );
+        let path_normalization =
+            hardening::path_normalization(errs, &at, l.path_normalization.as_deref(), protocol);
+        let trusted_proxies =
+            hardening::trusted_proxies(errs, &at, l.trusted_proxies.as_deref(), protocol);
         if let (Some(name), Some(protocol), Some(address)) = (name, protocol, address) {
             out.push(ListenerConfig {
                 name: name.to_owned(),
@@ -462,6 +467,8 @@ fn listeners(
                 address,
                 max_connections,
                 header_timeout,
+                path_normalization,
+                trusted_proxies,
             });
         }
     }

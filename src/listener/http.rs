@@ -3,21 +3,21 @@
 //! [`HttpCall`] adapter: plain HTTP, gRPC, gRPC-Web (leaving as gRPC) and, on routes with
 //! `bridge = "json-grpc"`, plain HTTP/JSON bridged to a gRPC upstream (see [`bridge`]).
 //!
+//! Before routing, the request target is settled (see [`target`](crate::codec::http::target)): one authority, which
+//! becomes the `Host` an HTTP/1.1 upstream sees, and a normalised path; `CONNECT` is refused.
+//! `X-Forwarded-*` from a peer outside the listener's `trusted_proxies` are overwritten.
+//!
 //! h2c via `Upgrade: h2c` is deprecated by RFC 9113 §3.1; a request that offers it is served
 //! over HTTP/1.1 (RFC 9110 §7.8 lets a server ignore `Upgrade`) and the header is not forwarded.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,16 +28,25 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod bridge;
+mod downstream;
+mod recorded;
 
 use crate::bridge::JsonGrpcBridge;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
-use crate::codec::http::{add_forwarding_headers, client_value, own_hops, remove_hop_by_hop};
+use crate::codec::http::target::{TargetError, decode_target};
+use crate::codec::http::{
+    Forwarded, add_forwarding_headers, client_value, own_hops, remove_hop_by_hop,
+};
 use crate::codec::{grpc, grpc_web};
+use crate::config::PathNormalization;
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::pipeline::{self, Adapter, Recorded, RoutePolicy, Routed, Stage, respond};
-use crate::policy::HttpRequestView;
+use crate::policy::trust::is_trusted;
+use crate::policy::{Cidr, HttpRequestView};
 use crate::trace::Carrier;
-use crate::upstream::http::{BoxError, HttpUpstream, UpstreamBody, box_body};
+use crate::upstream::http::{HttpUpstream, UpstreamBody, box_body};
+use downstream::DownstreamBody;
+pub(crate) use recorded::RecordedBody;
 
 pub use crate::pipeline::respond::ResponseBody;
 
@@ -53,6 +62,8 @@ pub struct HttpRoute {
     pub upstream: Arc<HttpUpstream>,
     /// HTTP/JSON → gRPC transcoding for plain HTTP callers (`bridge = "json-grpc"`).
     pub bridge: Option<Arc<JsonGrpcBridge>>,
+    /// The `Host` sent upstream instead of the caller's authority (`host_rewrite`).
+    pub host_rewrite: Option<HeaderValue>,
 }
 
 impl Routed for HttpRoute {
@@ -75,6 +86,15 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
+/// What a listener does with hostile request targets and forwarding headers.
+#[derive(Debug, Clone, Default)]
+pub struct Hardening {
+    /// What happens to request paths before routing.
+    pub path_normalization: PathNormalization,
+    /// Peers whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Arc<[Cidr]>,
+}
+
 /// Accepts connections until `shutdown` fires, then drains in-flight requests for up to
 /// `limits.drain_timeout`. Each request runs on the stage current when it arrives (a
 /// reload swaps `stage`; requests in flight finish on the one they started with).
@@ -82,6 +102,7 @@ pub async fn serve_http(
     listener: TcpListener,
     stage: Arc<ArcSwap<HttpStage>>,
     limits: Limits,
+    hardening: Hardening,
     shutdown: CancellationToken,
 ) {
     let name = stage.load().listener.clone();
@@ -99,7 +120,7 @@ pub async fn serve_http(
     {
         recorder.listener.connection_opened();
         let service_stage = stage.clone();
-        let peer = Peer::new(remote);
+        let peer = Peer::new(remote, &hardening);
         let service = hyper::service::service_fn(move |req| {
             let call = handle(service_stage.load_full(), &peer, req);
             async move { Ok::<_, Infallible>(call.await) }
@@ -131,8 +152,10 @@ pub async fn serve_http(
 pub fn handle(
     stage: Arc<HttpStage>,
     peer: &Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> impl Future<Output = Response<ResponseBody>> + Send + use<> {
+    // decode: a refused target is answered by the route phase (with the call's trace id).
+    let refused = decode_target(&mut req, peer.path_normalization).err();
     // gRPC-Web calls are gRPC calls once translated: same statuses, deadlines and spans.
     let web = grpc_web::mode(req.headers());
     let protocol = match (&web, grpc::is_grpc(req.headers())) {
@@ -157,6 +180,8 @@ pub fn handle(
         bridged: None,
         caller_deadline: false,
         forwarded_for: peer.forwarded_for.clone(),
+        trusted: peer.trusted,
+        refused,
     };
     pipeline::run(stage, adapter, call, req)
 }
@@ -170,15 +195,21 @@ pub struct Peer {
     pub ip: Arc<str>,
     /// Its IP as an `X-Forwarded-For` element.
     pub forwarded_for: HeaderValue,
+    /// It is one of the listener's `trusted_proxies`: its `X-Forwarded-*` are kept.
+    pub trusted: bool,
+    /// The listener's `path_normalization`.
+    pub path_normalization: PathNormalization,
 }
 
 impl Peer {
-    /// The peer at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// The peer at `addr`, on a listener with `hardening`.
+    pub fn new(addr: SocketAddr, hardening: &Hardening) -> Self {
         Peer {
             addr,
             ip: addr.ip().to_string().into(),
             forwarded_for: client_value(addr.ip()),
+            trusted: is_trusted(&hardening.trusted_proxies, addr.ip()),
+            path_normalization: hardening.path_normalization,
         }
     }
 }
@@ -196,6 +227,10 @@ struct HttpCall {
     bridged: Option<bridge::BridgedCall>,
     /// The deadline is the caller's `grpc-timeout`, not the route timeout.
     caller_deadline: bool,
+    /// The caller is a trusted proxy: its `X-Forwarded-*` are kept.
+    trusted: bool,
+    /// Why the request target was refused at decode, if it was.
+    refused: Option<TargetError>,
 }
 
 impl Adapter for HttpCall {
@@ -211,6 +246,9 @@ impl Adapter for HttpCall {
         call: &mut Call,
         req: &Request<Incoming>,
     ) -> Result<Arc<HttpRoute>, GatewayError> {
+        if let Some(why) = self.refused.take() {
+            return Err(refused(why));
+        }
         let Some(route) = stage.router.match_http(&HttpRequestView::of(req)) else {
             return Err(GatewayError::new(
                 ErrorKind::NoRoute,
@@ -247,7 +285,18 @@ impl Adapter for HttpCall {
         call.bytes_in = content_length(req.headers());
         let version = req.version();
         remove_hop_by_hop(req.headers_mut());
-        add_forwarding_headers(req.headers_mut(), version, &self.forwarded_for);
+        let headers = req.headers_mut();
+        let host = headers.get(http::header::HOST).cloned();
+        let forwarded = Forwarded {
+            version,
+            client: &self.forwarded_for,
+            host: host.as_ref(),
+            trusted: self.trusted,
+        };
+        add_forwarding_headers(headers, &forwarded);
+        if let Some(name) = &route.host_rewrite {
+            headers.insert(http::header::HOST, name.clone());
+        }
         if call.protocol.speaks_grpc() {
             // The caller's grpc-timeout, if sooner than the route's, bounds the call.
             let caller = req
@@ -283,12 +332,12 @@ impl Adapter for HttpCall {
                 if w.text {
                     let fault = grpc_web::Fault::default();
                     self.fault = Some(fault.clone());
-                    box_body(grpc_web::DecodeText::new(body, fault))
+                    box_body(grpc_web::DecodeText::new(DownstreamBody::new(body), fault))
                 } else {
-                    box_body(body)
+                    box_body(DownstreamBody::new(body))
                 }
             }
-            None => box_body(body),
+            None => box_body(DownstreamBody::new(body)),
         };
         Ok(Request::from_parts(parts, body))
     }
@@ -326,6 +375,14 @@ impl Adapter for HttpCall {
                 Side::Downstream,
                 why.clone(),
             )),
+            // The caller's body broke off or was malformed (e.g. bad chunked framing): the
+            // upstream client reports it as a send error, but the fault is the caller's.
+            (Err(e), None) if downstream::body_failure(&e).is_some() => Err(GatewayError::new(
+                ErrorKind::BadRequest,
+                Side::Downstream,
+                "request body could not be read from the downstream",
+            )
+            .with_source(e)),
             (result, _) => result,
         }
     }
@@ -350,14 +407,10 @@ impl Adapter for HttpCall {
                 code: Code::Http(parts.status.as_u16()),
             },
         };
-        let body = RecordedBody {
-            inner: body,
-            call: Some(call),
-            fault: self.fault.clone(),
-            // A bridged answer is known only once the bridge has read the reply: the
-            // bridge's body ends the call.
-            hold: self.bridged.is_some(),
-        };
+        // A bridged answer is known only once the bridge has read the reply: the bridge's
+        // body ends the call.
+        let hold = self.bridged.is_some();
+        let body = RecordedBody::new(body, call, self.fault.clone(), hold);
         if let Some(bridged) = self.bridged {
             return Box::pin(bridge::respond(bridged, parts, body)).await;
         }
@@ -390,102 +443,19 @@ impl Adapter for HttpCall {
     }
 }
 
+/// A request target refused at decode, as the gateway's error.
+fn refused(why: TargetError) -> GatewayError {
+    let kind = match why {
+        TargetError::Connect => ErrorKind::MethodNotAllowed,
+        _ => ErrorKind::BadRequest,
+    };
+    GatewayError::new(kind, Side::Downstream, why.to_string())
+}
+
 fn content_length(headers: &http::HeaderMap) -> u64 {
     headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-pin_project_lite::pin_project! {
-    /// The upstream's response body, streamed through; the call is recorded when it ends (or
-    /// is dropped), with the gRPC status from the trailers and the bytes sent.
-    pub(crate) struct RecordedBody {
-        #[pin]
-        inner: Incoming,
-        call: Option<Recorded>,
-        fault: Option<grpc_web::Fault>,
-        hold: bool,
-    }
-}
-
-impl RecordedBody {
-    /// The call, until the body ended.
-    pub(crate) fn call_mut(&mut self) -> Option<&mut Recorded> {
-        self.call.as_mut()
-    }
-
-    /// Ends the call: a caller's undecodable request body (gRPC-Web text) outranks whatever
-    /// the upstream answered.
-    fn finish(call: &mut Option<Recorded>, fault: Option<&grpc_web::Fault>, hold: bool) {
-        if let (Some(c), Some(why)) = (call.as_mut(), fault.and_then(|f| f.get())) {
-            c.recorder().metrics.decode_error("grpc-web", "bad_base64");
-            let err = GatewayError::new(ErrorKind::BadRequest, Side::Downstream, why.clone());
-            c.failed(&err, Code::Grpc(err.kind.grpc_code()));
-        }
-        if !hold {
-            call.take();
-        }
-    }
-}
-
-impl Body for RecordedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(c) = this.call.as_mut() {
-                    c.outcome = Outcome::Broken {
-                        code: c.outcome.code(),
-                        message: format!("upstream body failed: {e}").into(),
-                    };
-                }
-                RecordedBody::finish(this.call, this.fault.as_ref(), *this.hold);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                // A gRPC answer that ended without a status: UNKNOWN, as gRPC clients see it.
-                if let Some(c) = this.call.as_mut()
-                    && c.outcome == Outcome::Pending
-                {
-                    c.outcome = Outcome::Answered {
-                        code: Code::Grpc(2),
-                    };
-                }
-                RecordedBody::finish(this.call, this.fault.as_ref(), *this.hold);
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(c) = this.call.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        c.bytes_out += data.len() as u64;
-                    } else if let Some(trailers) = frame.trailers_ref()
-                        && c.protocol.speaks_grpc()
-                    {
-                        let status = grpc::status_of(trailers).unwrap_or(2);
-                        c.outcome = Outcome::Answered {
-                            code: Code::Grpc(status),
-                        };
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }

@@ -83,6 +83,14 @@ pub(super) fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
         });
         route_target(errs, &at, listener, upstream, raw);
         let bridge = route_bridge(errs, &at, r.bridge.as_deref(), listener, upstream, raw);
+        let host_rewrite = host_rewrite(
+            errs,
+            &at,
+            r.host_rewrite.as_deref(),
+            listener,
+            upstream,
+            raw,
+        );
         if let (Some(name), Some((listener, _)), Some(upstream)) = (name, listener, upstream) {
             out.push(RouteConfig {
                 name,
@@ -92,6 +100,7 @@ pub(super) fn routes(errs: &mut Errors, raw: &RawConfig) -> Vec<RouteConfig> {
                 timeout,
                 on_missing,
                 bridge,
+                host_rewrite,
             });
         }
     }
@@ -138,6 +147,45 @@ fn route_target(
         _ => return,
     };
     errs.push(format!("{at}.upstream"), why);
+}
+
+/// `host_rewrite`: a `host[:port]`, on an http listener, towards an http (HTTP/1.1) upstream:
+/// an h2c or gRPC upstream's `:authority` is its endpoint.
+fn host_rewrite(
+    errs: &mut Errors,
+    at: &str,
+    value: Option<&str>,
+    listener: Option<(&str, Option<ListenerProtocol>)>,
+    upstream: Option<usize>,
+    raw: &RawConfig,
+) -> Option<String> {
+    let path = format!("{at}.host_rewrite");
+    let value = errs.required(&path, Some(value?))?;
+    let authority = value.parse::<http::uri::Authority>();
+    if authority.is_err() || value.contains('@') {
+        errs.push(&path, format!("{} is not a host or host:port", q(value)));
+        return None;
+    }
+    if let Some((name, Some(ListenerProtocol::Thrift))) = listener {
+        errs.push(
+            &path,
+            format!("needs an http listener ({} is thrift)", q(name)),
+        );
+    }
+    if let Some(u) = upstream.and_then(|i| raw.upstreams.get(i))
+        && let Some(protocol) = u.protocol.as_deref()
+        && protocol != "http"
+    {
+        errs.push(
+            &path,
+            format!(
+                "needs an http upstream ({} has protocol {}, whose :authority is its endpoint)",
+                q(u.name.as_deref().unwrap_or_default()),
+                q(protocol)
+            ),
+        );
+    }
+    Some(value.to_owned())
 }
 
 /// `bridge`: a known kind, on an http listener, towards a grpc upstream.
