@@ -25,7 +25,7 @@ use crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
 use crate::config::{AccessLogFormat, Config, ListenerProtocol};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::listener::http::{HttpStage, Limits, serve_http};
-use crate::listener::thrift::{ThriftStage, serve_thrift};
+use crate::listener::thrift::{ThriftBounds, ThriftStage, serve_thrift};
 use crate::pipeline::Recorder;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::{Metrics, Telemetry, admin};
@@ -173,6 +173,8 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
                     l.address,
                     l.max_connections,
                     l.header_timeout,
+                    l.max_inflight_per_connection,
+                    l.max_inflight_bytes,
                 )
             })
             .collect::<Vec<_>>()
@@ -288,12 +290,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
             }
             ListenerProtocol::Thrift => {
                 let stage = Arc::new(ArcSwap::from_pointee(builder.thrift(listener, &recorder)?));
-                let max_frame = DEFAULT_MAX_FRAME_SIZE;
+                let bounds = ThriftBounds {
+                    max_frame: DEFAULT_MAX_FRAME_SIZE,
+                    max_inflight: listener.max_inflight_per_connection,
+                    max_inflight_bytes: listener.max_inflight_bytes,
+                };
                 tasks.spawn(serve_thrift(
                     socket,
                     stage.clone(),
                     limits,
-                    max_frame,
+                    bounds,
                     shutdown.clone(),
                 ));
                 stages.push(LiveStage::Thrift(stage));
@@ -311,12 +317,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
     if let Some(admin_addr) = config.admin.listen {
         let socket = bind("admin", admin_addr).await?;
         let address = local_addr(&socket, "admin")?;
-        let token = shutdown.clone();
         tasks.spawn(admin::serve(
             socket,
             metrics.clone(),
             ready.clone(),
-            async move { token.cancelled().await },
+            shutdown.clone(),
         ));
         bound.push(Bound {
             name: "admin".into(),

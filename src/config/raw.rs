@@ -94,6 +94,8 @@ pub(super) struct RawListener {
     pub(super) address: Option<String>,
     pub(super) max_connections: Option<i64>,
     pub(super) header_timeout: Option<String>,
+    pub(super) max_inflight_per_connection: Option<i64>,
+    pub(super) max_inflight_bytes: Option<i64>,
 }
 
 /// `[[routes]]`
@@ -310,7 +312,7 @@ match = { host = "a", headers = { "x-b" = "1", "X-A" = "2" }, query = { z = "1",
             (
                 "[[listeners]]\nname = \"a\"\n[[listeners]]\nname = \"b\"\nadress = \"x\"\n",
                 "listeners[1].adress",
-                "unknown field `adress`, expected one of `name`, `protocol`, `address`, `max_connections`, `header_timeout`",
+                "unknown field `adress`, expected one of `name`, `protocol`, `address`, `max_connections`, `header_timeout`, `max_inflight_per_connection`, `max_inflight_bytes`",
             ),
             (
                 "[[routes]]\nmatch = { path = \"/\" }\n",

@@ -21,6 +21,7 @@ use super::{
     ListenerProtocol, LogConfig, OnMissing, OtlpProtocol, PropagationConfig, SamplerConfig,
     ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
+use crate::listener::thrift::{MAX_INFLIGHT_BYTES, MAX_PIPELINE};
 use crate::trace::Format;
 
 mod route;
@@ -455,6 +456,35 @@ fn listeners(
             DEFAULT_HEADER_TIMEOUT,
             true,
         );
+        let max_inflight_per_connection = count(
+            errs,
+            &format!("{at}.max_inflight_per_connection"),
+            l.max_inflight_per_connection,
+            MAX_PIPELINE,
+            1,
+        );
+        let max_inflight_bytes = count(
+            errs,
+            &format!("{at}.max_inflight_bytes"),
+            l.max_inflight_bytes,
+            MAX_INFLIGHT_BYTES,
+            1,
+        );
+        if protocol == Some(ListenerProtocol::Http) {
+            for (key, set) in [
+                ("max_inflight_per_connection", l.max_inflight_per_connection),
+                ("max_inflight_bytes", l.max_inflight_bytes),
+            ] {
+                if let Some(v) = set {
+                    errs.push(
+                        format!("{at}.{key}"),
+                        format!(
+                            "{v} is set on an http listener; it applies to thrift listeners only"
+                        ),
+                    );
+                }
+            }
+        }
         if let (Some(name), Some(protocol), Some(address)) = (name, protocol, address) {
             out.push(ListenerConfig {
                 name: name.to_owned(),
@@ -462,6 +492,8 @@ fn listeners(
                 address,
                 max_connections,
                 header_timeout,
+                max_inflight_per_connection,
+                max_inflight_bytes,
             });
         }
     }
@@ -519,6 +551,8 @@ endpoints = ["127.0.0.1:9191"]
         assert_eq!(c.log.access, AccessLogFormat::Off);
         assert_eq!(c.listeners[0].max_connections, 10_000);
         assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
+        assert_eq!(c.listeners[0].max_inflight_per_connection, 64);
+        assert_eq!(c.listeners[0].max_inflight_bytes, 64 << 20);
         let route = &c.routes[0];
         assert_eq!(route.name, "edge#0");
         assert_eq!(route.matcher, RouteMatch::default());

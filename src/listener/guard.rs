@@ -1,0 +1,103 @@
+//! `listener::guard`: drives one HTTP connection (hyper-util's auto connection, HTTP/1.1 or
+//! h2c) under its listener's guards, in the accept phase's aftermath:
+//!
+//! - **first byte / idle**: a connection with no request in flight for `header_timeout` is
+//!   closed — at once (the socket dropped) if it never sent a request (this covers the
+//!   protocol sniff of the auto builder, which has no timeout of its own, and a stalled h2
+//!   preface), gracefully otherwise (HTTP/1.1: closed when idle; h2: GOAWAY with the last
+//!   stream id). HTTP/1.1's `header_read_timeout` bounds each later request head.
+//! - **shed**: the registry cancels the connection's [`Slot::shed`] to make room at
+//!   `max_connections`: graceful close, then dropped after `header_timeout` at the latest.
+//! - **drain**: on `shutdown`, graceful close; the listener bounds the wait by its drain
+//!   timeout.
+
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::registry::Slot;
+
+/// Why a connection ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// It completed (the client closed, or a graceful close finished).
+    Done,
+    /// No request arrived within `header_timeout` of the connect: dropped.
+    Silent,
+    /// A graceful close (idle or shed) did not finish within `header_timeout`: dropped.
+    Stuck,
+}
+
+/// Serves `conn` until it ends, applying the guards of the module docs; `close` starts its
+/// graceful close (hyper's `graceful_shutdown`, passed in rather than named through a trait
+/// bound, whose higher-ranked form a spawned future cannot prove). Its errors are logged at
+/// debug (a client going away mid-request is routine).
+pub(crate) async fn drive<C, E>(
+    conn: C,
+    close: impl Fn(Pin<&mut C>),
+    slot: &Slot,
+    header_timeout: Duration,
+    shutdown: &CancellationToken,
+    listener: &str,
+) -> Closed
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = pin!(conn);
+    let check = sleep(header_timeout);
+    let mut check = pin!(check);
+    // Set once a graceful close began; for idle and shed, a deadline to drop the connection.
+    let mut closing = false;
+    let mut give_up: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(listener = %listener, error = %e, "connection ended with error");
+                }
+                return Closed::Done;
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                close(conn.as_mut());
+            }
+            _ = slot.shed().cancelled(), if !closing => {
+                tracing::debug!(listener = %listener, "shedding an idle connection at max_connections");
+                if !slot.served() {
+                    return Closed::Silent;
+                }
+                closing = true;
+                close(conn.as_mut());
+                give_up = Some(Instant::now() + header_timeout);
+                check.as_mut().reset(Instant::now() + header_timeout);
+            }
+            _ = check.as_mut() => {
+                if give_up.is_some_and(|at| Instant::now() >= at) {
+                    return Closed::Stuck;
+                }
+                if closing {
+                    // Draining: the listener's drain timeout bounds it.
+                    check.as_mut().reset(Instant::now() + header_timeout);
+                    continue;
+                }
+                match slot.idle_for() {
+                    Some(idle) if idle >= header_timeout => {
+                        if !slot.served() {
+                            return Closed::Silent;
+                        }
+                        closing = true;
+                        close(conn.as_mut());
+                        give_up = Some(Instant::now() + header_timeout);
+                        check.as_mut().reset(Instant::now() + header_timeout);
+                    }
+                    Some(idle) => check.as_mut().reset(Instant::now() + (header_timeout - idle)),
+                    None => check.as_mut().reset(Instant::now() + header_timeout),
+                }
+            }
+        }
+    }
+}
