@@ -8,8 +8,12 @@
 //!   stream id). HTTP/1.1's `header_read_timeout` bounds each later request head.
 //! - **shed**: the registry cancels the connection's [`Slot::shed`] to make room at
 //!   `max_connections`: graceful close, then dropped after `header_timeout` at the latest.
-//! - **drain**: on `shutdown`, graceful close; the listener bounds the wait by its drain
-//!   timeout.
+//! - **drain**: on `drain` (fired by the listener once it stopped listening, so a client told
+//!   to reconnect is refused rather than queued on a socket about to close), graceful close.
+//!   A connection that has not sent its first request yet gets [`DRAIN_FIRST_REQUEST`] (at
+//!   most `header_timeout`) to do so — its client may have written it already, and has no way
+//!   to know it was not read — and is then closed after that one answer (`Connection:
+//!   close`). The listener bounds the whole wait by its drain timeout.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -19,6 +23,13 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::registry::Slot;
+
+/// During a drain, how long a connection that has not sent a request yet may take to send
+/// its first (at most `header_timeout`).
+pub(crate) const DRAIN_FIRST_REQUEST: Duration = Duration::from_secs(1);
+
+/// How often a draining connection looks whether its first request arrived.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 /// Why a connection ended early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +51,7 @@ pub(crate) async fn drive<C, E>(
     close: impl Fn(Pin<&mut C>),
     slot: &Slot,
     header_timeout: Duration,
-    shutdown: &CancellationToken,
+    drain: &CancellationToken,
     listener: &str,
 ) -> Closed
 where
@@ -53,6 +64,8 @@ where
     // Set once a graceful close began; for idle and shed, a deadline to drop the connection.
     let mut closing = false;
     let mut give_up: Option<Instant> = None;
+    // Draining, the first request not in yet: close once it is, or drop at this instant.
+    let mut first_by: Option<Instant> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -61,9 +74,14 @@ where
                 }
                 return Closed::Done;
             }
-            _ = shutdown.cancelled(), if !closing => {
-                closing = true;
-                close(conn.as_mut());
+            _ = drain.cancelled(), if !closing && first_by.is_none() => {
+                if slot.served() {
+                    closing = true;
+                    close(conn.as_mut());
+                } else {
+                    first_by = Some(Instant::now() + DRAIN_FIRST_REQUEST.min(header_timeout));
+                    check.as_mut().reset(Instant::now());
+                }
             }
             _ = slot.shed().cancelled(), if !closing => {
                 tracing::debug!(listener = %listener, "shedding an idle connection at max_connections");
@@ -78,6 +96,19 @@ where
             _ = check.as_mut() => {
                 if give_up.is_some_and(|at| Instant::now() >= at) {
                     return Closed::Stuck;
+                }
+                if let Some(by) = first_by.filter(|_| !closing) {
+                    if slot.served() {
+                        // In flight: HTTP/1.1 answers it with `Connection: close`, h2 sends
+                        // GOAWAY after it.
+                        closing = true;
+                        close(conn.as_mut());
+                    } else if Instant::now() >= by {
+                        return Closed::Silent;
+                    } else {
+                        check.as_mut().reset(Instant::now() + DRAIN_POLL);
+                    }
+                    continue;
                 }
                 if closing {
                     // Draining: the listener's drain timeout bounds it.

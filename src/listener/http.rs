@@ -22,14 +22,15 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod bridge;
 
 use super::guard;
-use super::registry::Registry;
+use super::linger::Lingering;
+use super::registry::{Registry, Slot};
 
 use crate::bridge::JsonGrpcBridge;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
@@ -95,9 +96,9 @@ pub async fn serve_http(
     let registry = Registry::new(limits.max_connections);
     let tracker = TaskTracker::new();
     let builder = connection_builder(limits.header_timeout);
-    while let Some((slot, stream, remote)) =
-        super::accept_next(&listener, &registry, &shutdown, &name).await
-    {
+    // Fired once the listening socket is closed (see `guard`).
+    let drain = CancellationToken::new();
+    let serve = |slot: Slot, stream: TcpStream, remote: SocketAddr| {
         recorder.listener.connection_opened();
         let slot = Arc::new(slot);
         let service_stage = stage.clone();
@@ -113,23 +114,35 @@ pub async fn serve_http(
             }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(Lingering::new(stream, tracker.clone())),
+                service,
+            )
             .into_owned();
-        let (recorder, name, token) = (recorder.clone(), name.clone(), shutdown.clone());
+        let (recorder, name, drain) = (recorder.clone(), name.clone(), drain.clone());
         tracker.spawn(async move {
             guard::drive(
                 conn,
                 |c| c.graceful_shutdown(),
                 &slot,
                 limits.header_timeout,
-                &token,
+                &drain,
                 &name,
             )
             .await;
             recorder.listener.connection_closed();
         });
+    };
+    while let Some((slot, stream, remote)) =
+        super::accept_next(&listener, &registry, &shutdown, &name).await
+    {
+        serve(slot, stream, remote);
+    }
+    for (slot, stream, remote) in super::accept_queued(&listener, &registry) {
+        serve(slot, stream, remote);
     }
     drop(listener);
+    drain.cancel();
     tracker.close();
     if tokio::time::timeout(limits.drain_timeout, tracker.wait())
         .await

@@ -15,6 +15,7 @@ pub use self::http::{HttpRoute, HttpStage, serve_http};
 pub use self::thrift::{ThriftBounds, ThriftRoute, ThriftStage, serve_thrift};
 
 pub(crate) mod guard;
+mod linger;
 pub(crate) mod registry;
 
 use std::net::SocketAddr;
@@ -53,4 +54,23 @@ pub(crate) async fn accept_next(
     let slot = registry.register(shutdown).await?;
     let _ = stream.set_nodelay(true);
     Some((slot, stream, remote))
+}
+
+/// The connections the kernel already completed (queued in the backlog) when an accept loop
+/// stopped, each with a slot if one is free at once. Served rather than reset when the
+/// listening socket closes: their clients may have written a request already.
+pub(crate) fn accept_queued(
+    listener: &TcpListener,
+    registry: &Arc<Registry>,
+) -> Vec<(Slot, TcpStream, SocketAddr)> {
+    use futures_util::FutureExt;
+    let mut queued = Vec::new();
+    while let Some(Ok((stream, remote))) = listener.accept().now_or_never() {
+        let Some(slot) = registry.try_register() else {
+            break;
+        };
+        let _ = stream.set_nodelay(true);
+        queued.push((slot, stream, remote));
+    }
+    queued
 }

@@ -95,7 +95,9 @@ impl Registry {
         }
     }
 
-    fn try_register(self: &Arc<Self>) -> Option<Slot> {
+    /// A place at once, if one is free (at the cap, the oldest idle connection is told to
+    /// go, and `None` returned).
+    pub(crate) fn try_register(self: &Arc<Self>) -> Option<Slot> {
         let mut state = self.state();
         if state.conns.len() < self.cap {
             let id = state.next_id;

@@ -32,6 +32,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::guard::DRAIN_FIRST_REQUEST;
 use super::http::Limits;
 use super::registry::{Registry, Slot};
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
@@ -108,11 +109,12 @@ pub async fn serve_thrift(
     let recorder = stage.load().recorder.clone();
     let registry = Registry::new(limits.max_connections);
     let tracker = TaskTracker::new();
-    while let Some((slot, stream, remote)) =
-        super::accept_next(&listener, &registry, &shutdown, &name).await
-    {
+    // Fired once the listening socket is closed: a client that reconnects is refused rather
+    // than queued on a socket about to close.
+    let drain = CancellationToken::new();
+    let serve = |slot: Slot, stream: TcpStream, remote: SocketAddr| {
         let (stage, recorder, name) = (stage.clone(), recorder.clone(), name.clone());
-        let token = shutdown.clone();
+        let token = drain.clone();
         tracker.spawn(async move {
             recorder.listener.connection_opened();
             let conn = Connection {
@@ -129,8 +131,17 @@ pub async fn serve_thrift(
             recorder.listener.connection_closed();
             drop(slot);
         });
+    };
+    while let Some((slot, stream, remote)) =
+        super::accept_next(&listener, &registry, &shutdown, &name).await
+    {
+        serve(slot, stream, remote);
+    }
+    for (slot, stream, remote) in super::accept_queued(&listener, &registry) {
+        serve(slot, stream, remote);
     }
     drop(listener);
+    drain.cancel();
     tracker.close();
     if tokio::time::timeout(limits.drain_timeout, tracker.wait())
         .await
@@ -172,6 +183,10 @@ impl Connection {
         let mut held = 0usize;
         let mut reading = true;
         let mut result = Ok(());
+        // Draining before the first frame arrived: that one frame is still read and answered
+        // (its client may have sent it already), if it comes by this instant.
+        let mut first_by: Option<Instant> = None;
+        let mut seen = false;
         let deadline = tokio::time::sleep(self.header_timeout);
         tokio::pin!(deadline);
         loop {
@@ -190,7 +205,15 @@ impl Connection {
                     }
                     deadline.as_mut().reset(Instant::now() + self.header_timeout);
                 }
-                _ = shutdown.cancelled(), if reading => reading = false,
+                _ = shutdown.cancelled(), if reading && first_by.is_none() => {
+                    if seen {
+                        reading = false;
+                    } else {
+                        let by = Instant::now() + DRAIN_FIRST_REQUEST.min(self.header_timeout);
+                        first_by = Some(by);
+                        deadline.as_mut().reset(by);
+                    }
+                }
                 _ = slot.shed().cancelled(), if reading => {
                     tracing::debug!(client = %self.client, "shedding an idle Thrift connection at max_connections");
                     reading = false;
@@ -211,6 +234,10 @@ impl Connection {
                         deadline.as_mut().reset(Instant::now() + self.header_timeout);
                         let call = handle_frame(self.stage.load_full(), self.client, self.client_ip.clone(), frame);
                         in_flight.push_back(async move { (size, call.await) });
+                        seen = true;
+                        if first_by.is_some() {
+                            reading = false;
+                        }
                     }
                     Some(Err(e)) => {
                         if let DecodeError::Thrift(t) = &e {
