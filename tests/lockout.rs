@@ -444,3 +444,127 @@ async fn a_frame_larger_than_max_inflight_bytes_is_refused() {
     assert_eq!(reply_seq(&mut client).await, 2);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn h2_rapid_reset_gets_goaway_within_a_second() {
+    let up = Upstream::start(Answer::default()).await;
+    let gw = start(&http_config(up.address, 100, "30s")).await;
+    let edge = gw.address("edge").unwrap();
+    let tcp = TcpStream::connect(edge).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let started = Instant::now();
+    let mut refused_at = None;
+    let mut reset = 0;
+    // 10 HEADERS + RST_STREAM every 2 ms (the pace of the attack, not a wait) for 5 s.
+    'attack: while started.elapsed() < Duration::from_secs(5) {
+        for _ in 0..10 {
+            let ready = tokio::time::timeout(Duration::from_secs(5), client.clone().ready()).await;
+            let Ok(Ok(ready)) = ready else {
+                refused_at = Some(started.elapsed());
+                break 'attack;
+            };
+            client = ready;
+            let req = http::Request::get(format!("http://{edge}/api/reset"))
+                .body(())
+                .unwrap();
+            match client.send_request(req, false) {
+                Ok((_, mut stream)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    reset += 1;
+                }
+                Err(_) => {
+                    refused_at = Some(started.elapsed());
+                    break 'attack;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let refused_at = refused_at.expect("the connection was never told to go away");
+    assert!(
+        refused_at < Duration::from_secs(1),
+        "GOAWAY after {refused_at:?}"
+    );
+    // The connection ends: GOAWAY (NO_ERROR from a graceful close, or ENHANCE_YOUR_CALM from
+    // h2's own pending-accept limit), then the close.
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the connection did not end")
+        .unwrap();
+    if let Err(e) = &ended {
+        assert!(
+            e.is_go_away() || e.is_io(),
+            "the connection ended with {e:?}"
+        );
+    }
+    let upstream = up.count();
+    eprintln!(
+        "rapid reset: {reset} streams reset, refused after {refused_at:?}, {upstream} upstream requests, ended with {ended:?}"
+    );
+    assert!(upstream < 100, "{upstream} upstream requests");
+    // Other clients are served.
+    assert!(
+        get(edge, Duration::from_secs(5))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2_streams_cancelled_after_dispatch_beyond_the_budget_get_goaway() {
+    // Each stream reaches the upstream (which answers after 10 s) before the client resets
+    // it: h2's pending-accept limit never sees these; the per-connection budget does.
+    let up = Upstream::start(Answer {
+        delay: Duration::from_secs(10),
+        ..Answer::default()
+    })
+    .await;
+    let gw = start(&http_config(up.address, 100, "30s")).await;
+    let edge = gw.address("edge").unwrap();
+    let tcp = TcpStream::connect(edge).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut cancelled = 0;
+    let refused = loop {
+        assert!(
+            cancelled < 100,
+            "still accepted after {cancelled} cancelled streams"
+        );
+        let Ok(Ok(ready)) =
+            tokio::time::timeout(Duration::from_secs(5), client.clone().ready()).await
+        else {
+            break cancelled;
+        };
+        client = ready;
+        let req = http::Request::get(format!("http://{edge}/api/cancel"))
+            .body(())
+            .unwrap();
+        let Ok((_, mut stream)) = client.send_request(req, true) else {
+            break cancelled;
+        };
+        // Wait (bounded) until the upstream has it, then cancel it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while up.count() <= cancelled && Instant::now() < deadline && !connection.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if up.count() <= cancelled {
+            break cancelled;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        cancelled += 1;
+    };
+    // The burst is 32: the 33rd cancel overspends it.
+    assert!(
+        (32..=40).contains(&refused),
+        "refused after {refused} cancels"
+    );
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the connection did not end")
+        .unwrap()
+        .ok();
+    assert!(up.count() <= 41, "{} upstream requests", up.count());
+    gw.shutdown().await;
+}

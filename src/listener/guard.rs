@@ -8,6 +8,9 @@
 //!   stream id). HTTP/1.1's `header_read_timeout` bounds each later request head.
 //! - **shed**: the registry cancels the connection's [`Slot::shed`] to make room at
 //!   `max_connections`: graceful close, then dropped after `header_timeout` at the latest.
+//! - **rapid reset**: a client that cancels more calls than its budget (see
+//!   [`registry::RESET_BURST`](super::registry::RESET_BURST)) gets a graceful close (h2:
+//!   GOAWAY, so no new stream is accepted), dropped after a second at the latest.
 //! - **drain**: on `drain` (fired by the listener once it stopped listening, so a client told
 //!   to reconnect is refused rather than queued on a socket about to close), graceful close.
 //!   A connection that has not sent its first request yet gets [`DRAIN_FIRST_REQUEST`] (at
@@ -27,6 +30,9 @@ use super::registry::Slot;
 /// During a drain, how long a connection that has not sent a request yet may take to send
 /// its first (at most `header_timeout`).
 pub(crate) const DRAIN_FIRST_REQUEST: Duration = Duration::from_secs(1);
+
+/// Most time a connection told to go away for cancelling too many calls keeps its socket.
+const CALM_CLOSE: Duration = Duration::from_secs(1);
 
 /// How often a draining connection looks whether its first request arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
@@ -82,6 +88,14 @@ where
                     first_by = Some(Instant::now() + DRAIN_FIRST_REQUEST.min(header_timeout));
                     check.as_mut().reset(Instant::now());
                 }
+            }
+            _ = slot.calm().cancelled(), if !closing => {
+                tracing::warn!(listener = %listener, "closing a connection that cancelled too many calls (rapid reset)");
+                closing = true;
+                close(conn.as_mut());
+                let soon = Instant::now() + CALM_CLOSE.min(header_timeout);
+                give_up = Some(soon);
+                check.as_mut().reset(soon);
             }
             _ = slot.shed().cancelled(), if !closing => {
                 tracing::debug!(listener = %listener, "shedding an idle connection at max_connections");

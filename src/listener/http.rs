@@ -44,6 +44,12 @@ use crate::upstream::http::{BoxError, HttpUpstream, UpstreamBody, box_body};
 
 pub use crate::pipeline::respond::ResponseBody;
 
+/// h2: most streams reset by the client before the server accepted them (h2's default).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// h2: most streams the server reset for the client's protocol errors (hyper's default).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 /// Own `Via` hops after which a request is refused as a routing loop.
 const MAX_OWN_HOPS: usize = 8;
 
@@ -109,7 +115,7 @@ pub async fn serve_http(
             let call = handle(service_stage.load_full(), &peer, req);
             async move {
                 let response = call.await;
-                drop(busy);
+                busy.finish();
                 Ok::<_, Infallible>(response)
             }
         });
@@ -165,7 +171,13 @@ pub(crate) fn connection_builder(header_timeout: Duration) -> auto::Builder<Toki
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(header_timeout)
-        .keep_alive_timeout(header_timeout);
+        .keep_alive_timeout(header_timeout)
+        // Rapid reset: streams reset before they were accepted (h2's own count, GOAWAY
+        // ENHANCE_YOUR_CALM beyond it), and streams the gateway reset for the client's errors.
+        // Streams the client resets after they were accepted are budgeted per connection by
+        // the registry (see `registry::RESET_BURST`).
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
     builder
 }
 

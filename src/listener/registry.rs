@@ -16,6 +16,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// Client-cancelled calls (h2 RST_STREAM before the answer) a connection may make in a burst
+/// before it is told to go away (HTTP/2 rapid reset, CVE-2023-44487).
+pub(crate) const RESET_BURST: f64 = 32.0;
+
+/// Client-cancelled calls per second a connection may make in the long run.
+pub(crate) const RESET_REFILL_PER_SEC: f64 = 8.0;
+
 /// How often a waiting registration looks again for a connection that became idle (a
 /// connection going idle does not notify; one closing does).
 const RECHECK: Duration = Duration::from_millis(50);
@@ -50,6 +57,25 @@ struct Shared {
     served: AtomicBool,
     /// When the last call ended (or the connection registered), in ms after the base.
     idle_since: AtomicU64,
+    /// The budget of client-cancelled calls: tokens left and when they were counted.
+    resets: Mutex<Option<(f64, Instant)>>,
+    /// Cancelled when the connection overspent that budget.
+    calm: CancellationToken,
+}
+
+impl Shared {
+    /// One call the client cancelled before its answer; over the budget, `calm` fires.
+    fn cancelled_by_client(&self) {
+        let now = Instant::now();
+        let mut resets = self.resets.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, at) = resets.unwrap_or((RESET_BURST, now));
+        let refill = now.saturating_duration_since(at).as_secs_f64() * RESET_REFILL_PER_SEC;
+        let tokens = (tokens + refill).min(RESET_BURST) - 1.0;
+        *resets = Some((tokens, now));
+        if tokens < 0.0 {
+            self.calm.cancel();
+        }
+    }
 }
 
 /// A connection's place in the registry; dropping it frees the place.
@@ -152,7 +178,14 @@ impl Slot {
         Busy {
             shared: self.shared.clone(),
             registry: self.registry.clone(),
+            done: false,
         }
+    }
+
+    /// Fires when the client cancelled more calls than its budget allows
+    /// ([`RESET_BURST`], [`RESET_REFILL_PER_SEC`]): tell it to go away.
+    pub(crate) fn calm(&self) -> &CancellationToken {
+        &self.shared.calm
     }
 
     /// Whether a call arrived on this connection yet.
@@ -189,10 +222,21 @@ impl Drop for Slot {
 pub(crate) struct Busy {
     shared: Arc<Shared>,
     registry: Arc<Registry>,
+    done: bool,
+}
+
+impl Busy {
+    /// The call was answered (a `Busy` dropped without this was cancelled by the client).
+    pub(crate) fn finish(mut self) {
+        self.done = true;
+    }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        if !self.done {
+            self.shared.cancelled_by_client();
+        }
         let now = self.registry.millis();
         self.shared.idle_since.store(now, Ordering::Release);
         self.shared.busy.fetch_sub(1, Ordering::AcqRel);
@@ -270,6 +314,27 @@ mod tests {
                 .unwrap()
                 .unwrap()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_calls_beyond_the_budget_fire_calm() {
+        let r = Registry::new(1);
+        let slot = r.register(&CancellationToken::new()).await.unwrap();
+        for _ in 0..100 {
+            slot.busy().finish();
+        }
+        assert!(!slot.calm().is_cancelled(), "answered calls cost nothing");
+        for _ in 0..RESET_BURST as usize {
+            drop(slot.busy());
+        }
+        assert!(!slot.calm().is_cancelled(), "a burst within the budget");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..RESET_REFILL_PER_SEC as usize {
+            drop(slot.busy());
+        }
+        assert!(!slot.calm().is_cancelled(), "refilled after a second");
+        drop(slot.busy());
+        assert!(slot.calm().is_cancelled());
     }
 
     #[tokio::test]

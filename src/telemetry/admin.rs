@@ -71,7 +71,7 @@ pub async fn serve_with(
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let busy = service_slot.busy();
             let response = answer(&req, &metrics, &ready);
-            drop(busy);
+            busy.finish();
             async move { Ok::<_, Infallible>(response) }
         });
         let conn = builder
