@@ -618,6 +618,27 @@ endpoints = ["127.0.0.1:9191"]
     }
 
     #[test]
+    fn inflight_bounds_are_thrift_only_and_positive() {
+        let text = "[[listeners]]\nname = \"rpc\"\nprotocol = \"thrift\"\naddress = \"127.0.0.1:0\"\n\
+                    max_inflight_per_connection = 0\nmax_inflight_bytes = -1\n\
+                    [[listeners]]\nname = \"edge\"\nprotocol = \"http\"\naddress = \"127.0.0.1:0\"\n\
+                    max_inflight_per_connection = 8\n";
+        assert_eq!(
+            errors_of(text),
+            vec![
+                "listeners[0].max_inflight_per_connection: 0 must be at least 1",
+                "listeners[0].max_inflight_bytes: -1 must be at least 1",
+                "listeners[1].max_inflight_per_connection: 8 is set on an http listener; it applies to thrift listeners only",
+            ]
+        );
+        let text = "[[listeners]]\nname = \"rpc\"\nprotocol = \"thrift\"\naddress = \"127.0.0.1:0\"\n\
+                    max_inflight_per_connection = 4\nmax_inflight_bytes = 1048576\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.listeners[0].max_inflight_per_connection, 4);
+        assert_eq!(c.listeners[0].max_inflight_bytes, 1 << 20);
+    }
+
+    #[test]
     fn missing_required_keys_are_all_reported() {
         let text = "[[listeners]]\n[[routes]]\n[[upstreams]]\n";
         assert_eq!(
