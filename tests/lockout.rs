@@ -34,7 +34,22 @@ use tracebridge::codec::thrift::frame::{Frame, ThriftDecoder};
 use tracebridge::codec::thrift::message::{MessageType, ProtocolId, peek_message};
 
 use support::thrift::{Client, Dialect, echo_upstream, frame, message, open};
-use support::{Answer, Upstream};
+use support::{Answer, Upstream, counters, scrape};
+
+/// The `tracebridge_connections_cut_total` samples of a gateway, as `{labels}` → value.
+async fn cuts(gw: &RunningGateway) -> std::collections::BTreeMap<String, u64> {
+    let text = scrape(gw.address("admin").unwrap()).await;
+    counters(&text, &["tracebridge_connections_cut_total"])
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.trim_start_matches("tracebridge_connections_cut_total")
+                    .to_owned(),
+                v,
+            )
+        })
+        .collect()
+}
 
 const GET: &[u8] = b"GET /api/x HTTP/1.1\r\nhost: gw\r\n\r\n";
 
@@ -47,7 +62,7 @@ fn http_config(upstream: SocketAddr, max_connections: usize, header_timeout: &st
     format!(
         r#"
 [admin]
-listen = ""
+listen = "127.0.0.1:0"
 [shutdown]
 drain_timeout = "2s"
 [[listeners]]
@@ -75,7 +90,7 @@ fn thrift_config(upstream: SocketAddr, extra: &str) -> String {
     format!(
         r#"
 [admin]
-listen = ""
+listen = "127.0.0.1:0"
 [shutdown]
 drain_timeout = "2s"
 [[listeners]]
@@ -158,6 +173,12 @@ async fn twenty_silent_sockets_do_not_lock_out_an_http_listener_capped_at_twenty
     closed_within(&mut silent[0], Duration::from_millis(500)).await;
     assert!(took < Duration::from_secs(1), "served after {took:?}");
     assert_eq!(up.count(), 1);
+    let cut = cuts(&gw).await;
+    assert_eq!(
+        cut.get(r#"{listener="edge",reason="shed"}"#),
+        Some(&1),
+        "{cut:?}"
+    );
     gw.shutdown().await;
 }
 
@@ -283,6 +304,13 @@ async fn a_silent_or_stalled_thrift_connection_is_closed_after_header_timeout() 
     assert!(
         used.reply().await.is_none(),
         "the idle connection is closed too"
+    );
+    // The silent, the stalled and the idle one.
+    let cut = cuts(&gw).await;
+    assert_eq!(
+        cut.get(r#"{listener="rpc",reason="timeout"}"#),
+        Some(&3),
+        "{cut:?}"
     );
     gw.shutdown().await;
 }
@@ -565,6 +593,12 @@ async fn h2_streams_cancelled_after_dispatch_beyond_the_budget_get_goaway() {
         .expect("the connection did not end")
         .unwrap()
         .ok();
+    let cut = cuts(&gw).await;
+    assert_eq!(
+        cut.get(r#"{listener="edge",reason="rapid_reset"}"#),
+        Some(&1),
+        "{cut:?}"
+    );
     assert!(up.count() <= 41, "{} upstream requests", up.count());
     gw.shutdown().await;
 }

@@ -37,15 +37,29 @@ const CALM_CLOSE: Duration = Duration::from_secs(1);
 /// How often a draining connection looks whether its first request arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(5);
 
-/// Why a connection ended early.
+/// How a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Closed {
-    /// It completed (the client closed, or a graceful close finished).
+    /// The client closed it, or a graceful close for a drain or an idle connection finished.
     Done,
-    /// No request arrived within `header_timeout` of the connect: dropped.
+    /// No request arrived within `header_timeout` of the connect (or of the drain): dropped.
     Silent,
-    /// A graceful close (idle or shed) did not finish within `header_timeout`: dropped.
-    Stuck,
+    /// Shed at `max_connections` to make room.
+    Shed,
+    /// The client cancelled too many calls (rapid reset).
+    RapidReset,
+}
+
+impl Closed {
+    /// The `reason` label of a connection the gateway cut, if it did.
+    pub(crate) fn cut_reason(self) -> Option<&'static str> {
+        match self {
+            Closed::Done => None,
+            Closed::Silent => Some("timeout"),
+            Closed::Shed => Some("shed"),
+            Closed::RapidReset => Some("rapid_reset"),
+        }
+    }
 }
 
 /// Serves `conn` until it ends, applying the guards of the module docs; `close` starts its
@@ -72,13 +86,15 @@ where
     let mut give_up: Option<Instant> = None;
     // Draining, the first request not in yet: close once it is, or drop at this instant.
     let mut first_by: Option<Instant> = None;
+    // What the gateway's own close was for, reported when the connection ends.
+    let mut why = Closed::Done;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(listener = %listener, error = %e, "connection ended with error");
                 }
-                return Closed::Done;
+                return why;
             }
             _ = drain.cancelled(), if !closing && first_by.is_none() => {
                 if slot.served() {
@@ -91,6 +107,7 @@ where
             }
             _ = slot.calm().cancelled(), if !closing => {
                 tracing::warn!(listener = %listener, "closing a connection that cancelled too many calls (rapid reset)");
+                why = Closed::RapidReset;
                 closing = true;
                 close(conn.as_mut());
                 let soon = Instant::now() + CALM_CLOSE.min(header_timeout);
@@ -100,8 +117,9 @@ where
             _ = slot.shed().cancelled(), if !closing => {
                 tracing::debug!(listener = %listener, "shedding an idle connection at max_connections");
                 if !slot.served() {
-                    return Closed::Silent;
+                    return Closed::Shed;
                 }
+                why = Closed::Shed;
                 closing = true;
                 close(conn.as_mut());
                 give_up = Some(Instant::now() + header_timeout);
@@ -109,7 +127,7 @@ where
             }
             _ = check.as_mut() => {
                 if give_up.is_some_and(|at| Instant::now() >= at) {
-                    return Closed::Stuck;
+                    return why;
                 }
                 if let Some(by) = first_by.filter(|_| !closing) {
                     if slot.served() {

@@ -127,7 +127,7 @@ pub async fn serve_http(
             .into_owned();
         let (recorder, name, drain) = (recorder.clone(), name.clone(), drain.clone());
         tracker.spawn(async move {
-            guard::drive(
+            let closed = guard::drive(
                 conn,
                 |c| c.graceful_shutdown(),
                 &slot,
@@ -136,6 +136,9 @@ pub async fn serve_http(
                 &name,
             )
             .await;
+            if let Some(reason) = closed.cut_reason() {
+                recorder.listener.connection_cut(reason);
+            }
             recorder.listener.connection_closed();
         });
     };

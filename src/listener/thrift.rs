@@ -216,11 +216,13 @@ impl Connection {
                 }
                 _ = slot.shed().cancelled(), if reading => {
                     tracing::debug!(client = %self.client, "shedding an idle Thrift connection at max_connections");
+                    self.recorder.listener.connection_cut("shed");
                     reading = false;
                 }
                 // Waiting on the client (nothing in flight): the next frame is late.
                 _ = deadline.as_mut(), if reading && in_flight.is_empty() => {
                     tracing::info!(client = %self.client, partial = frames.read_buffer().len(), "closing Thrift connection: no whole frame within header_timeout");
+                    self.recorder.listener.connection_cut("timeout");
                     reading = false;
                     result = Err(DecodeError::Io(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
