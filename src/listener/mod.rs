@@ -7,6 +7,15 @@
 //!   the JSON → gRPC bridge.
 //! - [`thrift`]: Apache Thrift, the transport detected per connection, replies in the client's
 //!   own dialect.
+//! - `registry`: the open connections of a listener against `max_connections`; at the cap
+//!   the oldest idle one is shed, so silent sockets cannot lock a listener out.
+//! - `guard`: one HTTP connection under its timeouts (first byte, idle), shedding, the
+//!   rapid-reset budget and the drain.
+//! - `linger`: the lingering close of HTTP sockets (no RST that would discard an answer).
+//!
+//! Drain order on shutdown: stop accepting, serve what the kernel already queued, close the
+//! listening socket, then close connections gracefully (a client told to reconnect is then
+//! refused, never queued on a socket about to close).
 
 pub mod http;
 pub mod thrift;

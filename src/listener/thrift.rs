@@ -13,7 +13,7 @@
 //! A connection waiting on its client (nothing in flight) must deliver its next frame within
 //! `header_timeout` of its last progress (connect, a frame read, a reply written), whole: a
 //! silent socket or a frame announced and then stalled is closed. At `max_connections` the
-//! oldest such connection is shed (see [`registry`](super::registry)).
+//! oldest such connection is shed (see `listener::registry`).
 //!
 //! The payload is never re-encoded unless the client's and the upstream's protocols differ:
 //! the arguments travel as the same `Bytes` behind a freshly written head.
@@ -62,8 +62,9 @@ pub struct ThriftBounds {
     pub max_frame: u32,
     /// Most calls in flight per connection.
     pub max_inflight: usize,
-    /// Most bytes of frames held by calls in flight per connection; a single frame larger
-    /// than this is refused (the connection closed).
+    /// Most bytes of frames held by calls in flight per connection: reading stops once they
+    /// reach it (so at most one frame's worth beyond it is held), and a single frame larger
+    /// than this is refused from its length prefix (the connection closed).
     pub max_inflight_bytes: usize,
 }
 
