@@ -602,3 +602,42 @@ async fn h2_streams_cancelled_after_dispatch_beyond_the_budget_get_goaway() {
     assert!(up.count() <= 41, "{} upstream requests", up.count());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_gets_goaway_after_header_timeout() {
+    let up = Upstream::start(Answer::default()).await;
+    let gw = start(&http_config(up.address, 100, "1s")).await;
+    let edge = gw.address("edge").unwrap();
+    let tcp = TcpStream::connect(edge).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let req = http::Request::get(format!("http://{edge}/api/h2"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let idle = Instant::now();
+    // GOAWAY (NO_ERROR), then the close: the client's connection ends without an error.
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the idle h2 connection was kept")
+        .unwrap()
+        .unwrap();
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(800),
+        "closed after {after:?}"
+    );
+    let req = http::Request::get(format!("http://{edge}/api/h2"))
+        .body(())
+        .unwrap();
+    assert!(
+        client.send_request(req, true).is_err(),
+        "no stream after GOAWAY"
+    );
+    gw.shutdown().await;
+}
