@@ -130,13 +130,14 @@ async fn run(path: PathBuf, watch: bool) -> Result<(), String> {
         app::reload::apply_changes(changes, reloader);
         println!("watching {} for changes", path.display());
     }
-    let stop = app::shutdown_signal();
-    println!("ready");
+    // Installed before `ready`: a SIGTERM right after it drains rather than kills.
+    let signalled = app::shutdown_signal();
     let token = gateway.shutdown_token();
     tokio::spawn(async move {
-        stop.await;
+        signalled.await;
         token.cancel();
     });
+    println!("ready");
     gateway.wait().await;
     println!("stopped");
     Ok(())

@@ -10,6 +10,7 @@ mod demo_thrift;
 pub mod reload;
 mod stages;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE;
 use crate::config::{AccessLogFormat, Config, ListenerProtocol};
 use crate::error::{ErrorKind, GatewayError, Side};
 use crate::listener::http::{Hardening, HttpStage, Limits, serve_http};
-use crate::listener::thrift::{ThriftStage, serve_thrift};
+use crate::listener::thrift::{ThriftBounds, ThriftStage, serve_thrift};
 use crate::pipeline::Recorder;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::{Metrics, Telemetry, admin};
@@ -284,12 +285,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
             }
             ListenerProtocol::Thrift => {
                 let stage = Arc::new(ArcSwap::from_pointee(builder.thrift(listener, &recorder)?));
-                let max_frame = DEFAULT_MAX_FRAME_SIZE;
+                let bounds = ThriftBounds {
+                    max_frame: DEFAULT_MAX_FRAME_SIZE,
+                    max_inflight: listener.max_inflight_per_connection,
+                    max_inflight_bytes: listener.max_inflight_bytes,
+                };
                 tasks.spawn(serve_thrift(
                     socket,
                     stage.clone(),
                     limits,
-                    max_frame,
+                    bounds,
                     shutdown.clone(),
                 ));
                 stages.push(LiveStage::Thrift(stage));
@@ -307,12 +312,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, GatewayError> {
     if let Some(admin_addr) = config.admin.listen {
         let socket = bind("admin", admin_addr).await?;
         let address = local_addr(&socket, "admin")?;
-        let token = shutdown.clone();
         tasks.spawn(admin::serve(
             socket,
             metrics.clone(),
             ready.clone(),
-            async move { token.cancelled().await },
+            shutdown.clone(),
         ));
         bound.push(Bound {
             name: "admin".into(),
@@ -365,28 +369,29 @@ fn local_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, GatewayErr
     })
 }
 
-/// Resolves when SIGTERM or SIGINT arrives.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    // The handlers are installed here, before the caller announces it is ready: a signal that
-    // arrives before the returned future is first polled is still caught (and does not take
-    // its default action of killing the process).
+/// Resolves when SIGTERM or SIGINT arrives. The handlers are installed by this call, not
+/// on the first poll: call it before announcing readiness, so a SIGTERM right after `ready`
+/// drains instead of killing the process.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate()).ok();
         let int = signal(SignalKind::interrupt()).ok();
         async move {
-            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
-                match s {
-                    Some(mut s) => {
-                        s.recv().await;
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
                     }
-                    None => std::future::pending::<()>().await,
                 }
-            };
-            tokio::select! {
-                _ = wait(term) => {},
-                _ = wait(int) => {},
+                (Some(mut term), None) => {
+                    term.recv().await;
+                }
+                (None, _) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }

@@ -148,8 +148,14 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// Most concurrent downstream connections; default 10,000.
     pub max_connections: usize,
-    /// Most time to receive a request's headers; default 30s.
+    /// Most time a connection may go without a request in flight: the first byte, a request
+    /// head (HTTP/1.1), the next whole frame (Thrift), an idle h2 connection; default 30s.
     pub header_timeout: Duration,
+    /// Thrift listeners: most calls in flight per connection; default 64.
+    pub max_inflight_per_connection: usize,
+    /// Thrift listeners: most bytes of frames held by a connection's calls in flight (reading
+    /// pauses beyond it; a larger frame is refused); default 64 MiB.
+    pub max_inflight_bytes: usize,
     /// What happens to a request path before routing (`path_normalization`); default strict.
     pub path_normalization: PathNormalization,
     /// Peers whose `X-Forwarded-*` headers are kept (`trusted_proxies`); default none.

@@ -96,6 +96,8 @@ pub(super) struct RawListener {
     pub(super) header_timeout: Option<String>,
     pub(super) path_normalization: Option<String>,
     pub(super) trusted_proxies: Option<Vec<String>>,
+    pub(super) max_inflight_per_connection: Option<i64>,
+    pub(super) max_inflight_bytes: Option<i64>,
 }
 
 /// `[[routes]]`
@@ -313,7 +315,7 @@ match = { host = "a", headers = { "x-b" = "1", "X-A" = "2" }, query = { z = "1",
             (
                 "[[listeners]]\nname = \"a\"\n[[listeners]]\nname = \"b\"\nadress = \"x\"\n",
                 "listeners[1].adress",
-                "unknown field `adress`, expected one of `name`, `protocol`, `address`, `max_connections`, `header_timeout`, `path_normalization`, `trusted_proxies`",
+                "unknown field `adress`, expected one of `name`, `protocol`, `address`, `max_connections`, `header_timeout`, `path_normalization`, `trusted_proxies`, `max_inflight_per_connection`, `max_inflight_bytes`",
             ),
             (
                 "[[routes]]\nmatch = { path = \"/\" }\n",

@@ -21,6 +21,7 @@ use super::{
     ListenerProtocol, LogConfig, OnMissing, OtlpProtocol, PropagationConfig, SamplerConfig,
     ShutdownConfig, TelemetryConfig, ThriftProtocol, ThriftTransport, UpstreamProtocol,
 };
+use crate::listener::thrift::{MAX_INFLIGHT_BYTES, MAX_PIPELINE};
 use crate::trace::Format;
 
 mod hardening;
@@ -460,6 +461,35 @@ fn listeners(
             hardening::path_normalization(errs, &at, l.path_normalization.as_deref(), protocol);
         let trusted_proxies =
             hardening::trusted_proxies(errs, &at, l.trusted_proxies.as_deref(), protocol);
+        let max_inflight_per_connection = count(
+            errs,
+            &format!("{at}.max_inflight_per_connection"),
+            l.max_inflight_per_connection,
+            MAX_PIPELINE,
+            1,
+        );
+        let max_inflight_bytes = count(
+            errs,
+            &format!("{at}.max_inflight_bytes"),
+            l.max_inflight_bytes,
+            MAX_INFLIGHT_BYTES,
+            1,
+        );
+        if protocol == Some(ListenerProtocol::Http) {
+            for (key, set) in [
+                ("max_inflight_per_connection", l.max_inflight_per_connection),
+                ("max_inflight_bytes", l.max_inflight_bytes),
+            ] {
+                if let Some(v) = set {
+                    errs.push(
+                        format!("{at}.{key}"),
+                        format!(
+                            "{v} is set on an http listener; it applies to thrift listeners only"
+                        ),
+                    );
+                }
+            }
+        }
         if let (Some(name), Some(protocol), Some(address)) = (name, protocol, address) {
             out.push(ListenerConfig {
                 name: name.to_owned(),
@@ -469,6 +499,8 @@ fn listeners(
                 header_timeout,
                 path_normalization,
                 trusted_proxies,
+                max_inflight_per_connection,
+                max_inflight_bytes,
             });
         }
     }
@@ -526,6 +558,8 @@ endpoints = ["127.0.0.1:9191"]
         assert_eq!(c.log.access, AccessLogFormat::Off);
         assert_eq!(c.listeners[0].max_connections, 10_000);
         assert_eq!(c.listeners[0].header_timeout, Duration::from_secs(30));
+        assert_eq!(c.listeners[0].max_inflight_per_connection, 64);
+        assert_eq!(c.listeners[0].max_inflight_bytes, 64 << 20);
         let route = &c.routes[0];
         assert_eq!(route.name, "edge#0");
         assert_eq!(route.matcher, RouteMatch::default());
@@ -588,6 +622,27 @@ endpoints = ["127.0.0.1:9191"]
                 r#"routes[0].match.headers.x-v: "a\nb" is not a valid header value"#,
             ]
         );
+    }
+
+    #[test]
+    fn inflight_bounds_are_thrift_only_and_positive() {
+        let text = "[[listeners]]\nname = \"rpc\"\nprotocol = \"thrift\"\naddress = \"127.0.0.1:0\"\n\
+                    max_inflight_per_connection = 0\nmax_inflight_bytes = -1\n\
+                    [[listeners]]\nname = \"edge\"\nprotocol = \"http\"\naddress = \"127.0.0.1:0\"\n\
+                    max_inflight_per_connection = 8\n";
+        assert_eq!(
+            errors_of(text),
+            vec![
+                "listeners[0].max_inflight_per_connection: 0 must be at least 1",
+                "listeners[0].max_inflight_bytes: -1 must be at least 1",
+                "listeners[1].max_inflight_per_connection: 8 is set on an http listener; it applies to thrift listeners only",
+            ]
+        );
+        let text = "[[listeners]]\nname = \"rpc\"\nprotocol = \"thrift\"\naddress = \"127.0.0.1:0\"\n\
+                    max_inflight_per_connection = 4\nmax_inflight_bytes = 1048576\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.listeners[0].max_inflight_per_connection, 4);
+        assert_eq!(c.listeners[0].max_inflight_bytes, 1 << 20);
     }
 
     #[test]

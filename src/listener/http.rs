@@ -22,14 +22,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 mod bridge;
 mod downstream;
 mod recorded;
+
+use super::guard;
+use super::linger::Lingering;
+use super::registry::{Registry, Slot};
 
 use crate::bridge::JsonGrpcBridge;
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
@@ -49,6 +52,12 @@ use downstream::DownstreamBody;
 pub(crate) use recorded::RecordedBody;
 
 pub use crate::pipeline::respond::ResponseBody;
+
+/// h2: most streams reset by the client before the server accepted them (h2's default).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// h2: most streams the server reset for the client's protocol errors (hyper's default).
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 /// Own `Via` hops after which a request is refused as a routing loop.
 const MAX_OWN_HOPS: usize = 8;
@@ -78,9 +87,11 @@ pub type HttpStage = Stage<HttpRoute>;
 /// Connection-level limits of a listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most concurrent connections; further ones wait in the accept backlog.
+    /// Most concurrent connections; at the cap the oldest idle one is shed, and only when
+    /// all are busy do further ones wait in the accept backlog.
     pub max_connections: usize,
-    /// Most time to read a request head on HTTP/1.1.
+    /// Most time a connection may go without a request in flight (the first byte, a request
+    /// head on HTTP/1.1, the next frame on Thrift, an idle h2 connection).
     pub header_timeout: Duration,
     /// How long in-flight requests may run once shutdown starts.
     pub drain_timeout: Duration,
@@ -97,7 +108,9 @@ pub struct Hardening {
 
 /// Accepts connections until `shutdown` fires, then drains in-flight requests for up to
 /// `limits.drain_timeout`. Each request runs on the stage current when it arrives (a
-/// reload swaps `stage`; requests in flight finish on the one they started with).
+/// reload swaps `stage`; requests in flight finish on the one they started with). Each
+/// connection runs under [`guard::drive`](super::guard::drive): first-byte and idle timeouts,
+/// shedding at `max_connections`, graceful close on drain.
 pub async fn serve_http(
     listener: TcpListener,
     stage: Arc<ArcSwap<HttpStage>>,
@@ -107,44 +120,89 @@ pub async fn serve_http(
 ) {
     let name = stage.load().listener.clone();
     let recorder = stage.load().recorder.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    while let Some((permit, stream, remote)) =
-        super::accept_next(&listener, &permits, &shutdown, &name).await
-    {
+    let registry = Registry::new(limits.max_connections);
+    let tracker = TaskTracker::new();
+    let builder = connection_builder(limits.header_timeout);
+    // Fired once the listening socket is closed (see `guard`).
+    let drain = CancellationToken::new();
+    let serve = |slot: Slot, stream: TcpStream, remote: SocketAddr| {
         recorder.listener.connection_opened();
+        let slot = Arc::new(slot);
         let service_stage = stage.clone();
+        let service_slot = slot.clone();
         let peer = Peer::new(remote, &hardening);
         let service = hyper::service::service_fn(move |req| {
+            let busy = service_slot.busy();
             let call = handle(service_stage.load_full(), &peer, req);
-            async move { Ok::<_, Infallible>(call.await) }
+            async move {
+                let response = call.await;
+                busy.finish();
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(Lingering::new(stream, tracker.clone())),
+                service,
+            )
             .into_owned();
-        let conn = graceful.watch(conn);
-        let (recorder, name) = (recorder.clone(), name.clone());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = %name, error = %e, "connection ended with error");
+        let (recorder, name, drain) = (recorder.clone(), name.clone(), drain.clone());
+        tracker.spawn(async move {
+            let closed = guard::drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &slot,
+                limits.header_timeout,
+                &drain,
+                &name,
+            )
+            .await;
+            if let Some(reason) = closed.cut_reason() {
+                recorder.listener.connection_cut(reason);
             }
             recorder.listener.connection_closed();
-            drop(permit);
         });
+    };
+    while let Some((slot, stream, remote)) =
+        super::accept_next(&listener, &registry, &shutdown, &name).await
+    {
+        serve(slot, stream, remote);
+    }
+    for (slot, stream, remote) in super::accept_queued(&listener, &registry) {
+        serve(slot, stream, remote);
     }
     drop(listener);
-    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+    drain.cancel();
+    tracker.close();
+    if tokio::time::timeout(limits.drain_timeout, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!(listener = %name, "drain timeout passed with requests still in flight");
     }
+}
+
+/// The auto (HTTP/1.1 + h2c) connection builder: request heads bounded by `header_timeout`
+/// on HTTP/1.1; on h2, keep-alive pings every `header_timeout`, the connection closed when
+/// one is not acknowledged within `header_timeout` (a peer gone silent).
+pub(crate) fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout)
+        // Rapid reset: streams reset before they were accepted (h2's own count, GOAWAY
+        // ENHANCE_YOUR_CALM beyond it), and streams the gateway reset for the client's errors.
+        // Streams the client resets after they were accepted are budgeted per connection by
+        // the registry (see `registry::RESET_BURST`).
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
+    builder
 }
 
 /// One request through the pipeline. The future is the pipeline's own (no wrapper layer:

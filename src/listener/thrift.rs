@@ -3,28 +3,38 @@
 //! call runs through the [`pipeline`](crate::pipeline) with the [`ThriftCall`] adapter; the
 //! reply goes back in the client's own dialect.
 //!
-//! Calls on one connection may be pipelined: up to [`MAX_PIPELINE`] run at once and their
-//! replies are written in the order the calls arrived (what every Thrift client expects; a
+//! Calls on one connection may be pipelined: up to `max_inflight_per_connection` (default
+//! [`MAX_PIPELINE`]) holding at most `max_inflight_bytes` of frames run at once — beyond
+//! either the connection stops reading until calls finish — and their replies are written in
+//! the order the calls arrived (what every Thrift client expects; a
 //! THeader reply also carries the request's header seq id, which fbthrift's out-of-order
 //! clients match on). Oneway calls are forwarded and never answered.
+//!
+//! A connection waiting on its client (nothing in flight) must deliver its next frame within
+//! `header_timeout` of its last progress (connect, a frame read, a reply written), whole: a
+//! silent socket or a frame announced and then stalled is closed. At `max_connections` the
+//! oldest such connection is shed (see `listener::registry`).
 //!
 //! The payload is never re-encoded unless the client's and the upstream's protocols differ:
 //! the arguments travel as the same `Bytes` behind a freshly written head.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::guard::DRAIN_FIRST_REQUEST;
 use super::http::Limits;
+use super::registry::{Registry, Slot};
 use crate::call::{Call, Code, Outcome, Protocol, Request as CallRequest};
 use crate::codec::thrift::frame::{DecodeError, Frame, ThriftDecoder};
 use crate::codec::thrift::header::{InfoHeaders, info_list};
@@ -38,8 +48,35 @@ use crate::pipeline::{self, Adapter, Recorded, Recorder, RoutePolicy, Routed, St
 use crate::trace::Carrier;
 use crate::upstream::thrift::{ThriftCall as ThriftForward, ThriftReply, ThriftUpstream};
 
-/// Calls of one connection in flight at once; further frames wait in the socket.
+/// Default calls of one connection in flight at once (`max_inflight_per_connection`);
+/// further frames wait in the socket.
 pub const MAX_PIPELINE: usize = 64;
+
+/// Default bytes of frames one connection may hold in flight (`max_inflight_bytes`).
+pub const MAX_INFLIGHT_BYTES: usize = 64 << 20;
+
+/// Per-connection bounds of a Thrift listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ThriftBounds {
+    /// Largest frame accepted (Apache's `max_frame_size`).
+    pub max_frame: u32,
+    /// Most calls in flight per connection.
+    pub max_inflight: usize,
+    /// Most bytes of frames held by calls in flight per connection: reading stops once they
+    /// reach it (so at most one frame's worth beyond it is held), and a single frame larger
+    /// than this is refused from its length prefix (the connection closed).
+    pub max_inflight_bytes: usize,
+}
+
+impl Default for ThriftBounds {
+    fn default() -> Self {
+        ThriftBounds {
+            max_frame: crate::codec::thrift::DEFAULT_MAX_FRAME_SIZE,
+            max_inflight: MAX_PIPELINE,
+            max_inflight_bytes: MAX_INFLIGHT_BYTES,
+        }
+    }
+}
 
 /// A route of a Thrift listener, resolved to its upstream.
 #[derive(Debug)]
@@ -66,18 +103,19 @@ pub async fn serve_thrift(
     listener: TcpListener,
     stage: Arc<ArcSwap<ThriftStage>>,
     limits: Limits,
-    max_frame: u32,
+    bounds: ThriftBounds,
     shutdown: CancellationToken,
 ) {
     let name = stage.load().listener.clone();
     let recorder = stage.load().recorder.clone();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let registry = Registry::new(limits.max_connections);
     let tracker = TaskTracker::new();
-    while let Some((permit, stream, remote)) =
-        super::accept_next(&listener, &permits, &shutdown, &name).await
-    {
+    // Fired once the listening socket is closed: a client that reconnects is refused rather
+    // than queued on a socket about to close.
+    let drain = CancellationToken::new();
+    let serve = |slot: Slot, stream: TcpStream, remote: SocketAddr| {
         let (stage, recorder, name) = (stage.clone(), recorder.clone(), name.clone());
-        let token = shutdown.clone();
+        let token = drain.clone();
         tracker.spawn(async move {
             recorder.listener.connection_opened();
             let conn = Connection {
@@ -85,16 +123,26 @@ pub async fn serve_thrift(
                 recorder: recorder.clone(),
                 client: remote,
                 client_ip: remote.ip().to_string().into(),
-                max_frame,
+                bounds,
+                header_timeout: limits.header_timeout,
             };
-            if let Err(e) = conn.serve(stream, token).await {
+            if let Err(e) = conn.serve(stream, &slot, token).await {
                 tracing::debug!(listener = %name, client = %remote, error = %e, "thrift connection ended with error");
             }
             recorder.listener.connection_closed();
-            drop(permit);
+            drop(slot);
         });
+    };
+    while let Some((slot, stream, remote)) =
+        super::accept_next(&listener, &registry, &shutdown, &name).await
+    {
+        serve(slot, stream, remote);
+    }
+    for (slot, stream, remote) in super::accept_queued(&listener, &registry) {
+        serve(slot, stream, remote);
     }
     drop(listener);
+    drain.cancel();
     tracker.close();
     if tokio::time::timeout(limits.drain_timeout, tracker.wait())
         .await
@@ -110,41 +158,94 @@ struct Connection {
     recorder: Arc<Recorder>,
     client: SocketAddr,
     client_ip: Arc<str>,
-    max_frame: u32,
+    bounds: ThriftBounds,
+    header_timeout: Duration,
 }
 
 impl Connection {
-    /// Reads frames, runs calls (pipelined, bounded), writes replies in arrival order.
-    /// Returns when the client closes, the framing is lost, or shutdown drained it.
+    /// Reads frames, runs calls (pipelined, bounded in count and bytes), writes replies in
+    /// arrival order. Returns when the client closes, the framing is lost, the client kept
+    /// the connection waiting past `header_timeout`, the registry shed it, or shutdown
+    /// drained it.
     async fn serve(
         &self,
         stream: TcpStream,
+        slot: &Slot,
         shutdown: CancellationToken,
     ) -> Result<(), DecodeError> {
         let (read, mut write) = stream.into_split();
-        let mut frames = FramedRead::new(read, ThriftDecoder::new(self.max_frame));
+        let budget = self.bounds.max_inflight_bytes;
+        // A frame larger than the whole budget could never be admitted: the decoder refuses
+        // it from its length prefix, before buffering it.
+        let limit =
+            u32::try_from(budget).map_or(self.bounds.max_frame, |b| b.min(self.bounds.max_frame));
+        let mut frames = FramedRead::new(read, ThriftDecoder::new(limit));
         let mut in_flight = FuturesOrdered::new();
+        let mut held = 0usize;
         let mut reading = true;
         let mut result = Ok(());
+        // Draining before the first frame arrived: that one frame is still read and answered
+        // (its client may have sent it already), if it comes by this instant.
+        let mut first_by: Option<Instant> = None;
+        let mut seen = false;
+        let deadline = tokio::time::sleep(self.header_timeout);
+        tokio::pin!(deadline);
         loop {
+            slot.set_busy(in_flight.len());
+            let room = in_flight.len() < self.bounds.max_inflight && held < budget;
             tokio::select! {
                 // Replies first: a finished call frees a pipeline slot.
                 biased;
-                Some(reply) = in_flight.next(), if !in_flight.is_empty() => {
-                    let reply: Option<Vec<Bytes>> = reply;
+                Some((size, reply)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (size, reply): (usize, Option<Vec<Bytes>>) = (size, reply);
+                    held -= size;
                     if let Some(mut parts) = reply
                         && let Err(e) = write_all_vectored(&mut write, &mut parts).await
                     {
                         return Err(e.into());
                     }
+                    deadline.as_mut().reset(Instant::now() + self.header_timeout);
                 }
-                _ = shutdown.cancelled(), if reading => reading = false,
-                frame = frames.next(), if reading && in_flight.len() < MAX_PIPELINE => match frame {
-                    Some(Ok(frame)) => in_flight.push_back(handle_frame(self.stage.load_full(), self.client, self.client_ip.clone(), frame)),
+                _ = shutdown.cancelled(), if reading && first_by.is_none() => {
+                    if seen {
+                        reading = false;
+                    } else {
+                        let by = Instant::now() + DRAIN_FIRST_REQUEST.min(self.header_timeout);
+                        first_by = Some(by);
+                        deadline.as_mut().reset(by);
+                    }
+                }
+                _ = slot.shed().cancelled(), if reading => {
+                    tracing::debug!(client = %self.client, "shedding an idle Thrift connection at max_connections");
+                    self.recorder.listener.connection_cut("shed");
+                    reading = false;
+                }
+                // Waiting on the client (nothing in flight): the next frame is late.
+                _ = deadline.as_mut(), if reading && in_flight.is_empty() => {
+                    tracing::info!(client = %self.client, partial = frames.read_buffer().len(), "closing Thrift connection: no whole frame within header_timeout");
+                    self.recorder.listener.connection_cut("timeout");
+                    reading = false;
+                    result = Err(DecodeError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no whole Thrift frame within header_timeout {:?}", self.header_timeout),
+                    )));
+                }
+                frame = frames.next(), if reading && room => match frame {
+                    Some(Ok(frame)) => {
+                        let size = frame_size(&frame);
+                        held += size;
+                        deadline.as_mut().reset(Instant::now() + self.header_timeout);
+                        let call = handle_frame(self.stage.load_full(), self.client, self.client_ip.clone(), frame);
+                        in_flight.push_back(async move { (size, call.await) });
+                        seen = true;
+                        if first_by.is_some() {
+                            reading = false;
+                        }
+                    }
                     Some(Err(e)) => {
                         if let DecodeError::Thrift(t) = &e {
                             self.recorder.metrics.decode_error("thrift", t.reason());
-                            tracing::info!(client = %self.client, error = %t, "closing Thrift connection: framing lost");
+                            self.log_lost(t, limit);
                         }
                         reading = false;
                         result = Err(e);
@@ -158,6 +259,36 @@ impl Connection {
             }
         }
         result
+    }
+
+    /// Why the framing was lost, naming the in-flight budget when it was the limit.
+    fn log_lost(&self, error: &ThriftError, limit: u32) {
+        match error {
+            ThriftError::FrameTooLarge { size, .. }
+                if limit < self.bounds.max_frame && *size <= u64::from(self.bounds.max_frame) =>
+            {
+                tracing::info!(
+                    client = %self.client,
+                    "closing Thrift connection: frame of {size} bytes exceeds max_inflight_bytes {}",
+                    self.bounds.max_inflight_bytes
+                );
+            }
+            t => {
+                tracing::info!(client = %self.client, error = %t, "closing Thrift connection: framing lost");
+            }
+        }
+    }
+}
+
+/// The bytes a call holds while in flight: its frame's payload and headers.
+fn frame_size(frame: &Frame) -> usize {
+    match frame {
+        Frame::Header(h) => {
+            let info = |i: &InfoHeaders| i.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            h.payload.len() + info(&h.info) + info(&h.persistent)
+        }
+        Frame::Framed { message, .. } | Frame::Unframed { message, .. } => message.len(),
+        Frame::Invalid { .. } => 0,
     }
 }
 

@@ -13,6 +13,7 @@
 //! | `tracebridge_errors_total` | listener, kind, side |
 //! | `tracebridge_decode_errors_total` | protocol, reason |
 //! | `tracebridge_connections_active`, `tracebridge_connections_total` | listener |
+//! | `tracebridge_connections_cut_total` | listener, reason (timeout, shed, rapid_reset) |
 //! | `tracebridge_trace_carrier_missing_total` | upstream |
 //! | `tracebridge_spans_dropped_total`, `tracebridge_spans_exported_total`, `tracebridge_span_export_failures_total` | |
 //! | `tracebridge_config_reloads_total` | result (ok, invalid, restart_required) |
@@ -86,6 +87,12 @@ struct TrimLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabels {
+    listener: String,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -164,6 +171,7 @@ pub struct Metrics {
     decode_errors: Family<DecodeLabels, Counter>,
     connections_active: Family<ListenerLabels, Gauge>,
     connections_total: Family<ListenerLabels, Counter>,
+    connections_cut: Family<CutLabels, Counter>,
     carrier_missing: Family<UpstreamLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
     config_generation: Gauge,
@@ -195,6 +203,7 @@ impl Metrics {
             decode_errors: Family::default(),
             connections_active: Family::default(),
             connections_total: Family::default(),
+            connections_cut: Family::default(),
             carrier_missing: Family::default(),
             config_reloads: Family::default(),
             config_generation: Gauge::default(),
@@ -260,6 +269,11 @@ impl Metrics {
             "connections",
             "Accepted downstream connections",
             m.connections_total.clone(),
+        );
+        r.register(
+            "connections_cut",
+            "Downstream connections the gateway closed early: no request in time, shed at max_connections, too many cancelled calls",
+            m.connections_cut.clone(),
         );
         r.register(
             "trace_carrier_missing",
@@ -493,6 +507,16 @@ impl ListenerMetrics {
     /// A downstream connection closed.
     pub fn connection_closed(&self) {
         self.0.connections_active.dec();
+    }
+
+    /// A downstream connection the gateway closed early, and why (`timeout`, `shed`,
+    /// `rapid_reset`). Rare: the labels are made on the spot.
+    pub fn connection_cut(&self, reason: &'static str) {
+        let labels = CutLabels {
+            listener: self.0.name.clone(),
+            reason,
+        };
+        self.0.metrics.connections_cut.get_or_create(&labels).inc();
     }
 }
 
