@@ -17,5 +17,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = decoder.finish();
-    assert!(decoded <= rest.len() / 4 * 3, "more bytes out than base64 can carry");
+    assert!(
+        decoded <= rest.len() / 4 * 3,
+        "more bytes out than base64 can carry"
+    );
 });

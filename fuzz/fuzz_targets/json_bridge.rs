@@ -39,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(path) = std::str::from_utf8(path) else {
         return;
     };
-    let query = query.and_then(|q| std::str::from_utf8(q).ok()).filter(|q| !q.is_empty());
+    let query = query
+        .and_then(|q| std::str::from_utf8(q).ok())
+        .filter(|q| !q.is_empty());
     let bridge = bridge();
     let Ok(matched) = bridge.find(verb, path) else {
         return;

@@ -19,8 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = PathTemplate::parse(template) else {
         return;
     };
-    assert_eq!(parsed.to_string(), template, "Display is not the template text");
+    assert_eq!(
+        parsed.to_string(),
+        template,
+        "Display is not the template text"
+    );
     if let Some(captures) = parsed.matches(path) {
-        assert_eq!(captures.len(), parsed.variables.len(), "a variable was not captured");
+        assert_eq!(
+            captures.len(),
+            parsed.variables.len(),
+            "a variable was not captured"
+        );
     }
 });

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = header::frame_len(data, MAX_FRAME);
     let _ = header::peek_fixed(data);
     if let Ok(frame) = header::decode(Bytes::copy_from_slice(data), MAX_FRAME) {
-        assert!(frame.payload.len() <= MAX_FRAME as usize, "payload over max_frame");
+        assert!(
+            frame.payload.len() <= MAX_FRAME as usize,
+            "payload over max_frame"
+        );
         let propagator = Propagator::new(Format::ALL.to_vec(), Vec::new());
         let _ = propagator.extract(&frame.info);
     }

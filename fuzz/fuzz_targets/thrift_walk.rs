@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     let mut out = BytesMut::new();
     let used = transcode(rest, from, to, &mut out);
     if let (Ok(Some(len)), Ok(Some(used))) = (&len, &used) {
-        assert_eq!(len, used, "message_len and transcode disagree on the message end");
+        assert_eq!(
+            len, used,
+            "message_len and transcode disagree on the message end"
+        );
     }
     if let Ok(Some(_)) = used {
         let again = message_len(&out, to);
@@ -38,6 +41,9 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     if let Ok(bytes) = transcode_struct(rest, from, to) {
-        assert!(transcode_struct(&bytes, to, from).is_ok(), "struct does not transcode back");
+        assert!(
+            transcode_struct(&bytes, to, from).is_ok(),
+            "struct does not transcode back"
+        );
     }
 });

@@ -72,7 +72,9 @@ fn round_trip(propagator: &Propagator, ctx: &Option<tracebridge::trace::TraceCon
     let mut headers = HeaderMap::new();
     propagator.inject(ctx, &mut headers, &mut writer);
     let again = propagator.extract(&headers).context;
-    let again = again.as_ref().map(|c| (c.trace_id, c.span_id, c.flags.is_sampled()));
+    let again = again
+        .as_ref()
+        .map(|c| (c.trace_id, c.span_id, c.flags.is_sampled()));
     assert_eq!(
         again,
         Some((ctx.trace_id, ctx.span_id, ctx.flags.is_sampled())),

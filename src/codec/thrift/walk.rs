@@ -706,8 +706,14 @@ mod tests {
         let mut binary = BytesMut::new();
         let used = transcode(empty, ProtocolId::Compact, ProtocolId::Binary, &mut binary);
         assert_eq!(used, Ok(Some(empty.len())));
-        assert_eq!(&binary[binary.len() - 9..], b"\x0f\x00\x01\x03\x00\x00\x00\x00\x00");
-        assert_eq!(message_len(&binary, ProtocolId::Binary), Ok(Some(binary.len())));
+        assert_eq!(
+            &binary[binary.len() - 9..],
+            b"\x0f\x00\x01\x03\x00\x00\x00\x00\x00"
+        );
+        assert_eq!(
+            message_len(&binary, ProtocolId::Binary),
+            Ok(Some(binary.len()))
+        );
         let one = b"\x82\x21\x01\x04ping\x19\x10\x00\x00";
         assert_eq!(
             message_len(one, ProtocolId::Compact),
