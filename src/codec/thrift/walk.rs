@@ -20,7 +20,9 @@
 //! One fact is lost without the IDL: an empty compact map is the single byte 0 and names no
 //! key/value types, so compact → binary writes an empty map as `map<byte, byte>` (`03 03`,
 //! size 0). Generated readers of the Apache languages ignore the element types of an empty
-//! map; tests/thrift_golden.rs pins the difference against Python's own encoding.
+//! map; tests/thrift_golden.rs pins the difference against Python's own encoding. An empty
+//! compact list or set whose element type is 0 (STOP, which binary cannot carry) is written as
+//! a list of byte for the same reason.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -336,11 +338,17 @@ fn value(r: &mut Reader<'_>, w: &mut Writer<'_>, t: u8, depth: usize) -> Result<
         ttype::LIST | ttype::SET => {
             let (et, n) = if compact_in {
                 let h = r.u8()?;
-                let et = compact_to_ttype(h & 0x0F)?;
                 let n = if h >> 4 == 15 {
                     r.size()?
                 } else {
                     usize::from(h >> 4)
+                };
+                // Compact readers accept element type 0 (STOP) in an empty list; binary has
+                // no such element type, so it becomes list<byte>, as the empty map does.
+                let et = match compact_to_ttype(h & 0x0F)? {
+                    ttype::STOP if n == 0 => ttype::BYTE,
+                    ttype::STOP => return Err(Stop::Invalid("list of STOP elements")),
+                    et => et,
                 };
                 (et, n)
             } else {
@@ -686,6 +694,30 @@ mod tests {
         assert_eq!(
             message_len(&m, ProtocolId::Binary),
             Err(ThriftError::BadMessage("nesting deeper than 64"))
+        );
+    }
+
+    /// Found by fuzz/fuzz_targets/thrift_walk.rs: an empty compact list of element type 0
+    /// was transcoded to a binary list of type 0, which the binary walker then rejected.
+    #[test]
+    fn empty_compact_list_of_stop_transcodes_to_valid_binary() {
+        // CALL ping(seqid 1) { 1: list<STOP> [] } and the same list with one element.
+        let empty = b"\x82\x21\x01\x04ping\x19\x00\x00";
+        let mut binary = BytesMut::new();
+        let used = transcode(empty, ProtocolId::Compact, ProtocolId::Binary, &mut binary);
+        assert_eq!(used, Ok(Some(empty.len())));
+        assert_eq!(
+            &binary[binary.len() - 9..],
+            b"\x0f\x00\x01\x03\x00\x00\x00\x00\x00"
+        );
+        assert_eq!(
+            message_len(&binary, ProtocolId::Binary),
+            Ok(Some(binary.len()))
+        );
+        let one = b"\x82\x21\x01\x04ping\x19\x10\x00\x00";
+        assert_eq!(
+            message_len(one, ProtocolId::Compact),
+            Err(ThriftError::BadMessage("list of STOP elements"))
         );
     }
 }
