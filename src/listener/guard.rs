@@ -79,6 +79,10 @@ where
     E: std::fmt::Display,
 {
     let mut conn = pin!(conn);
+    // The three control signals are watched by a task of their own and arrive here as
+    // events: polling their tokens (a mutex each) on every wake-up of a busy connection cost
+    // more per request than the rest of the guard.
+    let (mut control, _watch) = watch_controls(drain, slot);
     let check = sleep(header_timeout);
     let mut check = pin!(check);
     // Set once a graceful close began; for idle and shed, a deadline to drop the connection.
@@ -96,7 +100,10 @@ where
                 }
                 return why;
             }
-            _ = drain.cancelled(), if !closing && first_by.is_none() => {
+            Some(event) = control.recv() => match event {
+            // A signal whose branch is closed is dropped: `closing` never turns back, and
+            // `first_by` is set by the drain event alone, so it could not have fired later.
+            Control::Drain if !closing && first_by.is_none() => {
                 if slot.served() {
                     closing = true;
                     close(conn.as_mut());
@@ -105,7 +112,7 @@ where
                     check.as_mut().reset(Instant::now());
                 }
             }
-            _ = slot.calm().cancelled(), if !closing => {
+            Control::Calm if !closing => {
                 tracing::warn!(listener = %listener, "closing a connection that cancelled too many calls (rapid reset)");
                 why = Closed::RapidReset;
                 closing = true;
@@ -114,7 +121,7 @@ where
                 give_up = Some(soon);
                 check.as_mut().reset(soon);
             }
-            _ = slot.shed().cancelled(), if !closing => {
+            Control::Shed if !closing => {
                 tracing::debug!(listener = %listener, "shedding an idle connection at max_connections");
                 if !slot.served() {
                     return Closed::Shed;
@@ -125,6 +132,8 @@ where
                 give_up = Some(Instant::now() + header_timeout);
                 check.as_mut().reset(Instant::now() + header_timeout);
             }
+            _ => {}
+            },
             _ = check.as_mut() => {
                 if give_up.is_some_and(|at| Instant::now() >= at) {
                     return why;
@@ -163,4 +172,47 @@ where
             }
         }
     }
+}
+
+/// A control signal of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Drain,
+    Calm,
+    Shed,
+}
+
+/// Aborts the watcher task when the connection's guard ends.
+struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Watches `drain` and the slot's calm and shed tokens in a task of its own; each fires one
+/// event, in the order they happen.
+fn watch_controls(
+    drain: &CancellationToken,
+    slot: &Slot,
+) -> (tokio::sync::mpsc::Receiver<Control>, Watcher) {
+    let (tx, rx) = tokio::sync::mpsc::channel(3);
+    let (drain, calm, shed) = (drain.clone(), slot.calm().clone(), slot.shed().clone());
+    let task = tokio::spawn(async move {
+        let mut pending = [true; 3];
+        loop {
+            let event = tokio::select! {
+                _ = drain.cancelled(), if pending[0] => Control::Drain,
+                _ = calm.cancelled(), if pending[1] => Control::Calm,
+                _ = shed.cancelled(), if pending[2] => Control::Shed,
+                else => return,
+            };
+            pending[event as usize] = false;
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    (rx, Watcher(task))
 }
