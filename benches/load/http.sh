@@ -28,31 +28,7 @@ UP_BIN="$TARGET/release/examples/bench_upstream"
 wait_line "$WORK/up.out" "listening address="
 UP="$(sed -n 's/^listening address=//p' "$WORK/up.out")"
 
-gateway_config() { # $1 = extract list, $2 = inject list, $3 = on_missing
-  cat <<TOML
-[admin]
-listen = ""
-[telemetry]
-sampler = { kind = "parent_ratio", ratio = 1.0 }
-[propagation]
-extract = [$1]
-inject = [$2]
-on_missing = "$3"
-[[listeners]]
-name = "edge"
-protocol = "http"
-address = "127.0.0.1:0"
-[[routes]]
-listener = "edge"
-match = { path_prefix = "/" }
-upstream = "up"
-[[upstreams]]
-name = "up"
-protocol = "http"
-endpoints = ["$UP"]
-pool_idle_per_endpoint = 256
-TOML
-}
+. benches/load/http_config.sh   # gateway_config EXTRACT INJECT ON_MISSING
 GATEWAY_LISTENER="name=edge protocol=http"
 GW_ON="$(start_gateway on '"w3c", "jaeger", "b3"' '"w3c"' start)"
 GW_OFF="$(start_gateway off '' '' pass)"

@@ -30,31 +30,7 @@ taskset -c 0 "$UP_BIN" 127.0.0.1:0 > "$WORK/up.out" & PIDS+=($!)
 wait_line "$WORK/up.out" "listening address="
 UP="$(sed -n 's/^listening address=//p' "$WORK/up.out")"
 
-gateway_config() {
-  cat <<TOML
-[admin]
-listen = ""
-[telemetry]
-sampler = { kind = "parent_ratio", ratio = 1.0 }
-[propagation]
-extract = ["w3c", "jaeger", "b3"]
-inject = ["w3c"]
-on_missing = "start"
-[[listeners]]
-name = "edge"
-protocol = "http"
-address = "127.0.0.1:0"
-[[routes]]
-listener = "edge"
-match = { path_prefix = "/" }
-upstream = "up"
-[[upstreams]]
-name = "up"
-protocol = "http"
-endpoints = ["$UP"]
-pool_idle_per_endpoint = 256
-TOML
-}
+. benches/load/http_config.sh   # gateway_config EXTRACT INJECT ON_MISSING
 
 TICK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -64,7 +40,7 @@ declare -A RPS P50 P99 CPU N
 
 for round in $(seq 1 "$ROUNDS"); do
   for label in "${LABELS[@]}"; do
-    gateway_config > "$WORK/$label.toml"
+    gateway_config '"w3c", "jaeger", "b3"' '"w3c"' start > "$WORK/$label.toml"
     taskset -c 1 "${BINS[$label]}" run --workers 1 --config "$WORK/$label.toml" > "$WORK/$label.out" 2>&1 &
     pid=$!
     wait_line "$WORK/$label.out" "^ready" "$pid"
