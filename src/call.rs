@@ -357,10 +357,19 @@ impl Call {
     /// The trace id to show the caller: the call's trace, or (for a call that failed before
     /// it had one, or passes untraced) one handed out now and kept for the call.
     pub fn trace_id(&mut self) -> TraceId {
-        if let Some(t) = &self.trace {
-            return t.upstream.trace_id;
+        if let Some(id) = self.shown_trace_id() {
+            return id;
         }
         *self.error_trace_id.get_or_insert_with(TraceId::random)
+    }
+
+    /// The trace id the caller was shown, if any: the call's trace, or the one handed out for
+    /// its error answer.
+    pub fn shown_trace_id(&self) -> Option<TraceId> {
+        self.trace
+            .as_ref()
+            .map(|t| t.upstream.trace_id)
+            .or(self.error_trace_id)
     }
 
     /// Marks the start of dispatch.

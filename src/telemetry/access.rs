@@ -107,7 +107,7 @@ impl<'a> AccessLine<'a> {
             "duration_ms": (self.duration.as_secs_f64() * 1e6).round() / 1e3,
             "bytes_in": c.bytes_in,
             "bytes_out": c.bytes_out,
-            "trace_id": trace.map(|t| t.upstream.trace_id.to_hex()).or(c.error_trace_id.map(|t| t.to_hex())),
+            "trace_id": c.shown_trace_id().map(|t| t.to_hex()),
             "span_id": trace.map(|t| t.server_span.to_hex()),
         })
         .to_string();
